@@ -1,0 +1,357 @@
+"""tools/: train.py, test.py and the distributed launchers, end to end on the
+three hosts' stock models with data the tests generate."""
+
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from xattn_mm.testing import (
+    make_classification_folder,
+    make_coco_detection,
+    make_segmentation_folder,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / 'tools'
+CONFIGS = ROOT / 'tests' / 'data' / 'configs'
+DET_CFG = str(CONFIGS / 'det_retinanet_tiny.py')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    """Run a tool with this interpreter; return the finished process."""
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT=str(free_port()),
+        PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
+    )
+    if str(args[0]).endswith('.py'):
+        args = [sys.executable, *args]
+    else:
+        args = ['bash', *args]
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check(proc: subprocess.CompletedProcess) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    return output
+
+
+def train_losses(work_dir: Path) -> dict:
+    """Iteration -> loss from every run's scalars.json under work_dir."""
+    losses = {}
+    for scalars in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                losses[record['iter']] = record['loss']
+    return losses
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', TOOLS / f'{name}.py'
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def det_run(tmp_path_factory):
+    """A tiny COCO-format set and one single-process training run on it."""
+    root = tmp_path_factory.mktemp('det')
+    make_coco_detection(root / 'data' / 'tiny_coco', split='train', seed=0)
+    make_coco_detection(root / 'data' / 'tiny_coco', split='val', seed=1)
+    work_dir = root / 'work'
+    output = check(
+        run([TOOLS / 'train.py', DET_CFG, '--work-dir', work_dir], cwd=root)
+    )
+    return Namespace(root=root, work_dir=work_dir, train_output=output)
+
+
+@pytest.mark.slow
+def test_det_train_then_test_single_process(det_run):
+    assert (det_run.work_dir / 'epoch_1.pth').is_file()
+    assert len(train_losses(det_run.work_dir)) == 2  # 4 images, batch 2
+    assert 'coco/bbox_mAP_50' in det_run.train_output
+    out = det_run.root / 'results.pkl'
+    output = check(
+        run(
+            [
+                TOOLS / 'test.py',
+                DET_CFG,
+                det_run.work_dir / 'epoch_1.pth',
+                '--work-dir',
+                det_run.work_dir,
+                '--out',
+                out,
+                '--show-dir',
+                'vis',
+            ],
+            cwd=det_run.root,
+        )
+    )
+    assert 'coco/bbox_mAP' in output
+    with open(out, 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == 4
+    assert {'pred_instances', 'img_id'} <= set(results[0])
+    assert len(list(det_run.work_dir.glob('*/vis/*.png'))) == 4
+
+
+@pytest.mark.slow
+def test_det_dist_train_and_test_on_cpu_five_times(det_run):
+    for attempt in range(5):
+        work_dir = det_run.root / f'dist_{attempt}'
+        output = check(
+            run(
+                [TOOLS / 'dist_train.sh', DET_CFG, 2, '--work-dir', work_dir],
+                cwd=det_run.root,
+            )
+        )
+        assert 'using the gloo backend' in output
+        output += check(
+            run(
+                [
+                    TOOLS / 'dist_test.sh',
+                    DET_CFG,
+                    work_dir / 'epoch_1.pth',
+                    2,
+                    '--work-dir',
+                    work_dir,
+                ],
+                cwd=det_run.root,
+            )
+        )
+        assert 'coco/bbox_mAP' in output
+        assert 'terminate called' not in output, f'attempt {attempt}'
+
+
+@pytest.mark.slow
+def test_resume_auto_continues_the_loss_trajectory(det_run):
+    reference = det_run.root / 'uninterrupted'
+    check(
+        run(
+            [
+                TOOLS / 'train.py',
+                DET_CFG,
+                '--work-dir',
+                reference,
+                '--cfg-options',
+                'train_cfg.max_epochs=2',
+            ],
+            cwd=det_run.root,
+        )
+    )
+    interrupted = det_run.root / 'interrupted'
+    check(
+        run(
+            [TOOLS / 'train.py', DET_CFG, '--work-dir', interrupted],
+            cwd=det_run.root,
+        )
+    )
+    output = check(
+        run(
+            [
+                TOOLS / 'train.py',
+                DET_CFG,
+                '--work-dir',
+                interrupted,
+                '--resume',
+                '--cfg-options',
+                'train_cfg.max_epochs=2',
+            ],
+            cwd=det_run.root,
+        )
+    )
+    assert 'resumed epoch: 1, iter: 2' in output
+    expected, actual = train_losses(reference), train_losses(interrupted)
+    assert sorted(expected) == sorted(actual) == [1, 2, 3, 4]
+    for it in (3, 4):
+        assert actual[it] == pytest.approx(expected[it], rel=1e-5), it
+
+
+@pytest.mark.slow
+def test_load_from_is_weights_only_unless_trusted(det_run):
+    elsewhere = det_run.root / 'downloads'
+    elsewhere.mkdir()
+    full = torch.load(det_run.work_dir / 'epoch_1.pth', weights_only=False)
+    torch.save({'state_dict': full['state_dict']}, elsewhere / 'weights.pth')
+    shutil.copy(det_run.work_dir / 'epoch_1.pth', elsewhere / 'full.pth')
+
+    def train(checkpoint, *extra):
+        return run(
+            [
+                TOOLS / 'train.py',
+                DET_CFG,
+                '--work-dir',
+                det_run.root / 'finetune',
+                '--cfg-options',
+                f'load_from={checkpoint}',
+                *extra,
+            ],
+            cwd=det_run.root,
+        )
+
+    output = check(train(elsewhere / 'weights.pth'))
+    assert 'Load checkpoint from' in output
+    refused = train(elsewhere / 'full.pth')
+    assert refused.returncode != 0
+    assert 'Refused to load checkpoint' in refused.stderr
+    assert '--trust-checkpoint' in refused.stderr
+    check(train(elsewhere / 'full.pth', '--trust-checkpoint'))
+
+
+@pytest.mark.slow
+def test_mmpretrain_config_trains(tmp_path):
+    make_classification_folder(tmp_path / 'data' / 'tiny_cls')
+    output = check(
+        run(
+            [
+                TOOLS / 'train.py',
+                CONFIGS / 'cls_resnet_tiny.py',
+                '--work-dir',
+                tmp_path / 'work',
+            ],
+            cwd=tmp_path,
+        )
+    )
+    assert 'accuracy/top1' in output
+    assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+
+
+@pytest.mark.slow
+def test_mmseg_config_trains(tmp_path):
+    make_segmentation_folder(tmp_path / 'data' / 'tiny_seg')
+    output = check(
+        run(
+            [
+                TOOLS / 'train.py',
+                CONFIGS / 'seg_fcn_tiny.py',
+                '--work-dir',
+                tmp_path / 'work',
+            ],
+            cwd=tmp_path,
+        )
+    )
+    assert 'mIoU' in output
+    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+
+
+def _train_args(*argv):
+    tool = load_tool('train')
+    sys_argv = sys.argv
+    sys.argv = ['train.py', DET_CFG, *argv]
+    try:
+        return tool, tool.parse_args()
+    finally:
+        sys.argv = sys_argv
+
+
+def test_train_options_edit_the_config(tmp_path, monkeypatch):
+    from xattn_mm.engine import checkpoint
+
+    monkeypatch.setattr(checkpoint, '_trusted_paths', set())
+    tool, args = _train_args(
+        '--amp', '--auto-scale-lr', '--resume', '--work-dir', str(tmp_path)
+    )
+    cfg = tool.setup_cfg(args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.auto_scale_lr.enable
+    assert cfg.resume and cfg.load_from is None
+    assert checkpoint.is_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))
+
+    tool, args = _train_args(
+        '--resume', '/x/epoch_3.pth', '--trust-checkpoint'
+    )
+    cfg = tool.setup_cfg(args)
+    assert cfg.load_from == '/x/epoch_3.pth'
+    assert cfg.work_dir == './work_dirs/det_retinanet_tiny'
+    assert checkpoint.is_trusted_checkpoint('/x/epoch_3.pth')
+
+
+def test_train_option_errors():
+    tool, args = _train_args('--trust-checkpoint')
+    with pytest.raises(ValueError, match='names no checkpoint'):
+        tool.setup_cfg(args)
+    tool, args = _train_args(
+        '--auto-scale-lr', '--cfg-options', 'auto_scale_lr=None'
+    )
+    with pytest.raises(ValueError, match='base_batch_size'):
+        tool.setup_cfg(args)
+
+
+def test_test_options_edit_the_config(tmp_path):
+    tool = load_tool('test')
+    args = Namespace(
+        config=DET_CFG,
+        checkpoint='c.pth',
+        work_dir=None,
+        out=str(tmp_path / 'r.pkl'),
+        show_dir='vis',
+        trust_checkpoint=False,
+        cfg_options=None,
+        launcher='none',
+        tta=False,
+    )
+    cfg = tool.setup_cfg(args)
+    assert cfg.load_from == 'c.pth'
+    assert cfg.test_evaluator[-1].type == 'mmengine.DumpResults'
+    assert cfg.default_hooks.visualization.test_out_dir == 'vis'
+    args.out = 'r.json'
+    with pytest.raises(ValueError, match='--out must end with'):
+        tool.setup_cfg(args)
+    args.out, args.tta = None, True
+    with pytest.raises(ValueError, match='tta_model and tta_pipeline'):
+        tool.setup_cfg(args)
+
+
+@pytest.mark.parametrize(
+    'config, check_cfg',
+    [
+        (
+            'cls_resnet_tiny.py',
+            lambda cfg: cfg.default_hooks.visualization.enable,
+        ),
+        ('seg_fcn_tiny.py', lambda cfg: cfg.visualizer.save_dir == 'vis'),
+    ],
+)
+def test_show_dir_for_each_host(config, check_cfg):
+    tool = load_tool('test')
+    args = Namespace(
+        config=str(CONFIGS / config),
+        checkpoint='c.pth',
+        work_dir=None,
+        out=None,
+        show_dir='vis',
+        trust_checkpoint=False,
+        cfg_options=None,
+        launcher='none',
+        tta=False,
+    )
+    assert check_cfg(tool.setup_cfg(args))

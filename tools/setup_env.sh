@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Creates (or completes) the xattn_mm development environment: a virtualenv with the pinned
+# OpenMMLab stack on CPU torch, xattn_mm installed editable, and the test tools.
+#   VENV=.venv BASE_PYTHON=python3.11 bash tools/setup_env.sh      (what `make setup` runs)
+# Every pip call uses requirements/constraints.txt. Measured on 2 cores: cold ~6 min
+# (the mmcv ops build is ~5 of them), warm pip cache ~1 min. See README.md.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+BASE_PYTHON="${BASE_PYTHON:-python3.11}"
+C="$ROOT/requirements/constraints.txt"
+
+[ -x "$VENV/bin/python" ] || "$BASE_PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c "$C")
+T=$SECONDS
+step() { echo "[setup] $1 ($((SECONDS - T)) s)"; T=$SECONDS; }
+
+# 1. Tooling. setuptools<82 keeps pkg_resources (mmcv's setup.py, mmengine's 'mmdet::' bases).
+"${PIP[@]}" -U pip wheel setuptools
+step 'tooling'
+# 2. CPU torch, alone: the exact pin takes the local CPU build.
+"${PIP[@]}" torch
+step 'torch'
+# 3. mmcv's build and runtime dependencies.
+"${PIP[@]}" mmengine ninja psutil
+step 'mmengine, ninja, psutil'
+# 4. mmcv with compiled CPU ops. --no-build-isolation is required: in an isolated build
+#    torch is absent and mmcv silently builds (and pip caches) a wheel without mmcv._ext.
+MMCV_WITH_OPS=1 FORCE_CUDA=0 CPPFLAGS="${CPPFLAGS:--g0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+  "${PIP[@]}" --no-build-isolation mmcv
+"$VENV/bin/python" -c 'import mmcv._ext' 2>/dev/null || {
+  echo '[setup] ERROR: mmcv was installed without its compiled ops (mmcv._ext is missing).' >&2
+  echo "[setup] A bad wheel is probably cached: run '$VENV/bin/python -m pip cache remove mmcv'" \
+    "and '$VENV/bin/python -m pip uninstall -y mmcv', then run the set-up again." >&2
+  exit 1
+}
+step 'mmcv with ops (built, or taken from the pip cache)'
+# 5. The three hosts, torchvision, and what mmseg imports without declaring.
+"${PIP[@]}" -r "$ROOT/requirements/hosts.txt"
+step 'mmdet, mmsegmentation, mmpretrain, torchvision'
+# 6. xattn_mm (editable) and the test tools.
+"${PIP[@]}" --no-build-isolation -e "$ROOT" -r "$ROOT/requirements/tests.txt"
+step 'xattn_mm (editable), pytest, ruff'
+# 7. torchvision's only wheel for torch 2.13 is a CUDA build that cannot `import` on CPU torch,
+#    and mmpretrain imports it. This .pth runs xattn_mm's import hook at interpreter start so
+#    that plain `import mmpretrain` works in this environment (tests/test_setup.py checks it).
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo 'import xattn_mm.compat.torchvision_cpu' > "$SITE/xattn_mm_torchvision_cpu.pth"
+# 8. Smoke test: every host imports with populated registries and mmcv's CPU ops run.
+"$VENV/bin/python" - <<'PY'
+import mmcv
+import mmdet
+import mmpretrain
+import mmseg
+import torch
+from mmcv.ops import nms
+
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.]])
+assert nms(boxes, torch.tensor([.9, .8]), 0.5)[1].tolist() == [0]
+print(f'[setup] OK torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, '
+      f'mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}')
+PY
+step 'smoke test'

@@ -1,0 +1,16 @@
+"""xattn_mm components for mmpretrain, registered into
+``mmpretrain.registry``.
+
+Configs opt in with ``custom_imports = dict(imports=['xattn_mm.cls'],
+allow_failed_imports=False)``.
+"""
+
+# mmpretrain imports torchvision, which needs this on a CPU-only torch build.
+import xattn_mm.compat.torchvision_cpu  # noqa: F401, I001
+
+import mmpretrain  # noqa: F401
+
+import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
+from xattn_mm.compat.host_version import check_host_version
+
+check_host_version('mmpretrain')

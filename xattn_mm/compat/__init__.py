@@ -1,0 +1,1 @@
+"""Environment compatibility shims that import only the standard library."""

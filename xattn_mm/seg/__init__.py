@@ -1,0 +1,13 @@
+"""xattn_mm components for mmseg, registered into ``mmseg.registry``.
+
+Configs opt in with ``custom_imports = dict(imports=['xattn_mm.seg'],
+allow_failed_imports=False)``.
+"""
+
+import mmseg  # noqa: F401
+
+import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
+from xattn_mm.compat.host_version import check_host_version
+
+check_host_version('mmcv')
+check_host_version('mmsegmentation')

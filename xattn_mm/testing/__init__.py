@@ -1,0 +1,13 @@
+"""Small input builders shared by the tests (and usable by users' tests)."""
+
+from .datasets import (
+    make_classification_folder,
+    make_coco_detection,
+    make_segmentation_folder,
+)
+
+__all__ = [
+    'make_classification_folder',
+    'make_coco_detection',
+    'make_segmentation_folder',
+]

@@ -1,0 +1,209 @@
+"""Tiny procedural datasets in the hosts' standard on-disk layouts.
+
+Each builder draws coloured shapes with OpenCV onto noisy backgrounds, seeded,
+so a run is reproducible and nothing is downloaded.
+"""
+
+import json
+import os
+import os.path as osp
+from typing import List, Sequence
+
+import cv2
+import numpy as np
+
+# One BGR colour per class index.
+_PALETTE = np.array(
+    [
+        [220, 40, 40],
+        [40, 200, 40],
+        [40, 40, 220],
+        [200, 200, 40],
+        [200, 40, 200],
+        [40, 200, 200],
+    ],
+    dtype=np.uint8,
+)
+
+
+def _background(
+    rng: np.random.Generator, height: int, width: int
+) -> np.ndarray:
+    return rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+
+
+def _check_classes(classes: Sequence[str]) -> None:
+    if not 1 <= len(classes) <= len(_PALETTE):
+        raise ValueError(
+            f'classes must name 1 to {len(_PALETTE)} classes, '
+            f'got {len(classes)}.'
+        )
+
+
+def make_coco_detection(
+    root: str,
+    classes: Sequence[str] = ('square', 'disk'),
+    num_images: int = 4,
+    image_size: tuple = (64, 80),
+    max_objects: int = 3,
+    seed: int = 0,
+    split: str = 'train',
+) -> str:
+    """Write a COCO-format detection set: ``root/images/<split>/*.png`` and
+    ``root/annotations/instances_<split>.json``.
+
+    Class ``i`` is a filled shape of colour ``i`` (squares for even ``i``,
+    disks for odd ``i``); every image holds 1 to ``max_objects`` objects.
+
+    Args:
+        root (str): Output directory.
+        classes (Sequence[str]): Category names, ids 1..len(classes).
+            Defaults to ('square', 'disk').
+        num_images (int): Number of images. Defaults to 4.
+        image_size (tuple): (height, width). Defaults to (64, 80).
+        max_objects (int): Most objects per image. Defaults to 3.
+        seed (int): Random seed. Defaults to 0.
+        split (str): Name used in the paths. Defaults to 'train'.
+
+    Returns:
+        str: Path of the annotation file.
+    """
+    _check_classes(classes)
+    rng = np.random.default_rng(seed)
+    height, width = image_size
+    img_dir = osp.join(root, 'images', split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    images: List[dict] = []
+    annotations: List[dict] = []
+    for image_id in range(1, num_images + 1):
+        img = _background(rng, height, width)
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            label = int(rng.integers(len(classes)))
+            size = int(
+                rng.integers(min(height, width) // 5, min(height, width) // 2)
+            )
+            x = int(rng.integers(0, width - size))
+            y = int(rng.integers(0, height - size))
+            colour = _PALETTE[label].tolist()
+            if label % 2 == 0:
+                cv2.rectangle(
+                    img, (x, y), (x + size - 1, y + size - 1), colour, -1
+                )
+            else:
+                cv2.circle(
+                    img, (x + size // 2, y + size // 2), size // 2, colour, -1
+                )
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=label + 1,
+                    bbox=[x, y, size, size],
+                    area=size * size,
+                    iscrowd=0,
+                )
+            )
+        file_name = f'{image_id:06d}.png'
+        cv2.imwrite(osp.join(img_dir, file_name), img)
+        images.append(
+            dict(id=image_id, file_name=file_name, height=height, width=width)
+        )
+    ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
+    with open(ann_file, 'w') as f:
+        json.dump(
+            dict(
+                images=images,
+                annotations=annotations,
+                categories=[
+                    dict(id=i + 1, name=name) for i, name in enumerate(classes)
+                ],
+            ),
+            f,
+        )
+    return ann_file
+
+
+def make_classification_folder(
+    root: str,
+    classes: Sequence[str] = ('red', 'green'),
+    images_per_class: int = 4,
+    image_size: int = 32,
+    seed: int = 0,
+) -> str:
+    """Write ``root/<class>/<n>.png`` (mmpretrain ``CustomDataset`` layout);
+    class ``i`` is a square of colour ``i``.
+
+    Args:
+        root (str): Output directory.
+        classes (Sequence[str]): Class folder names. Defaults to
+            ('red', 'green').
+        images_per_class (int): Images per class. Defaults to 4.
+        image_size (int): Side of the square images. Defaults to 32.
+        seed (int): Random seed. Defaults to 0.
+
+    Returns:
+        str: ``root``.
+    """
+    _check_classes(classes)
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        os.makedirs(osp.join(root, name), exist_ok=True)
+        for n in range(images_per_class):
+            img = _background(rng, image_size, image_size)
+            lo = int(rng.integers(0, image_size // 3))
+            hi = image_size - 1 - int(rng.integers(0, image_size // 3))
+            cv2.rectangle(
+                img, (lo, lo), (hi, hi), _PALETTE[label].tolist(), -1
+            )
+            cv2.imwrite(osp.join(root, name, f'{n}.png'), img)
+    return root
+
+
+def make_segmentation_folder(
+    root: str,
+    num_classes: int = 2,
+    num_images: int = 4,
+    image_size: tuple = (32, 48),
+    seed: int = 0,
+) -> str:
+    """Write ``root/img_dir/<n>.png`` and ``root/ann_dir/<n>.png`` (mmseg
+    ``BaseSegDataset`` layout, labels 0..num_classes-1; label 0 is the
+    background, every other label one coloured rectangle).
+
+    Args:
+        root (str): Output directory.
+        num_classes (int): Number of classes including background.
+            Defaults to 2.
+        num_images (int): Number of images. Defaults to 4.
+        image_size (tuple): (height, width). Defaults to (32, 48).
+        seed (int): Random seed. Defaults to 0.
+
+    Returns:
+        str: ``root``.
+    """
+    if not 2 <= num_classes <= len(_PALETTE):
+        raise ValueError(
+            f'num_classes must be in [2, {len(_PALETTE)}], got {num_classes}.'
+        )
+    rng = np.random.default_rng(seed)
+    height, width = image_size
+    for sub in ('img_dir', 'ann_dir'):
+        os.makedirs(osp.join(root, sub), exist_ok=True)
+    for n in range(num_images):
+        img = _background(rng, height, width)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        for label in range(1, num_classes):
+            y0, x0 = (
+                int(rng.integers(0, height // 2)),
+                int(rng.integers(0, width // 2)),
+            )
+            y1, x1 = (
+                int(rng.integers(y0 + 2, height)),
+                int(rng.integers(x0 + 2, width)),
+            )
+            img[y0:y1, x0:x1] = _PALETTE[label]
+            mask[y0:y1, x0:x1] = label
+        cv2.imwrite(osp.join(root, 'img_dir', f'{n}.png'), img)
+        cv2.imwrite(osp.join(root, 'ann_dir', f'{n}.png'), mask)
+    return root
