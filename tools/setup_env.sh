@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or completes) the xattn_mm development environment: a virtualenv with the pinned
-# OpenMMLab stack on CPU torch, xattn_mm installed editable, and the test tools.
+# OpenMMLab stack, xattn_mm installed editable, and the test tools.
 #   VENV=.venv BASE_PYTHON=python3.11 bash tools/setup_env.sh      (what `make setup` runs)
+#   FORCE_CUDA=1 ...   on a GPU machine: mmcv also gets its CUDA ops (needs nvcc; see README)
 # Every pip call uses requirements/constraints.txt. Measured on 2 cores: cold ~6 min
 # (the mmcv ops build is ~5 of them), warm pip cache ~1 min. See README.md.
 set -euo pipefail
@@ -24,9 +25,10 @@ step 'torch'
 # 3. mmcv's build and runtime dependencies.
 "${PIP[@]}" mmengine ninja psutil
 step 'mmengine, ninja, psutil'
-# 4. mmcv with compiled CPU ops. --no-build-isolation is required: in an isolated build
-#    torch is absent and mmcv silently builds (and pip caches) a wheel without mmcv._ext.
-MMCV_WITH_OPS=1 FORCE_CUDA=0 CPPFLAGS="${CPPFLAGS:--g0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+# 4. mmcv with compiled ops (CPU; also CUDA with FORCE_CUDA=1 on a GPU machine).
+#    --no-build-isolation is required: in an isolated build torch is absent and mmcv
+#    silently builds (and pip caches) a wheel without mmcv._ext.
+MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" CPPFLAGS="${CPPFLAGS:--g0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
   "${PIP[@]}" --no-build-isolation mmcv
 "$VENV/bin/python" -c 'import mmcv._ext' 2>/dev/null || {
   echo '[setup] ERROR: mmcv was installed without its compiled ops (mmcv._ext is missing).' >&2
