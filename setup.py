@@ -53,7 +53,9 @@ def add_mim_extension() -> None:
                     stacklevel=2,
                 )
         if osp.isdir(src):
-            shutil.copytree(src, dst)
+            shutil.copytree(
+                src, dst, ignore=shutil.ignore_patterns('__pycache__')
+            )
         else:
             shutil.copyfile(src, dst)
 

@@ -263,10 +263,76 @@ def test_mmseg_config_trains(tmp_path):
     assert (tmp_path / 'work' / 'iter_2.pth').is_file()
 
 
-def _train_args(*argv):
-    tool = load_tool('train')
+@pytest.mark.slow
+def test_mim_train_runs_the_packaged_tools(det_run, tmp_path):
+    # mim runs <installed package>/.mim/tools/train.py, which a regular
+    # (non-editable) install ships: build one from a copy of the tree (the
+    # build rewrites xattn_mm/.mim in the source it builds from).
+    files = subprocess.run(
+        ['git', 'ls-files', '-co', '--exclude-standard'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    src = tmp_path / 'src'
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
+    site = tmp_path / 'site'
+    check(
+        subprocess.run(
+            [
+                sys.executable,
+                '-m',
+                'pip',
+                'install',
+                '--no-deps',
+                '--no-build-isolation',
+                '--target',
+                str(site),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    )
+    assert (site / 'xattn_mm' / '.mim' / 'tools' / 'train.py').is_file()
+    assert (site / 'xattn_mm' / '.mim' / 'model-index.yml').is_file()
+    mim = Path(sys.executable).parent / 'mim'
+    work_dir = tmp_path / 'work'
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(site),
+        PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
+    )
+    output = check(
+        subprocess.run(
+            [
+                str(mim),
+                'train',
+                'xattn_mm',
+                DET_CFG,
+                '--work-dir',
+                str(work_dir),
+            ],
+            cwd=det_run.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    )
+    assert str(site / 'xattn_mm' / '.mim' / 'tools' / 'train.py') in output
+    assert (work_dir / 'epoch_1.pth').is_file()
+
+
+def parse_tool_args(name, *argv):
+    """Load tools/<name>.py and parse ``argv`` with its own parser."""
+    tool = load_tool(name)
     sys_argv = sys.argv
-    sys.argv = ['train.py', DET_CFG, *argv]
+    sys.argv = [f'{name}.py', *map(str, argv)]
     try:
         return tool, tool.parse_args()
     finally:
@@ -277,8 +343,14 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
     from xattn_mm.engine import checkpoint
 
     monkeypatch.setattr(checkpoint, '_trusted_paths', set())
-    tool, args = _train_args(
-        '--amp', '--auto-scale-lr', '--resume', '--work-dir', str(tmp_path)
+    tool, args = parse_tool_args(
+        'train',
+        DET_CFG,
+        '--amp',
+        '--auto-scale-lr',
+        '--resume',
+        '--work-dir',
+        tmp_path,
     )
     cfg = tool.setup_cfg(args)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
@@ -286,8 +358,8 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
     assert cfg.resume and cfg.load_from is None
     assert checkpoint.is_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))
 
-    tool, args = _train_args(
-        '--resume', '/x/epoch_3.pth', '--trust-checkpoint'
+    tool, args = parse_tool_args(
+        'train', DET_CFG, '--resume', '/x/epoch_3.pth', '--trust-checkpoint'
     )
     cfg = tool.setup_cfg(args)
     assert cfg.load_from == '/x/epoch_3.pth'
@@ -296,28 +368,29 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
 
 
 def test_train_option_errors():
-    tool, args = _train_args('--trust-checkpoint')
+    tool, args = parse_tool_args('train', DET_CFG, '--trust-checkpoint')
     with pytest.raises(ValueError, match='names no checkpoint'):
         tool.setup_cfg(args)
-    tool, args = _train_args(
-        '--auto-scale-lr', '--cfg-options', 'auto_scale_lr=None'
+    tool, args = parse_tool_args(
+        'train',
+        DET_CFG,
+        '--auto-scale-lr',
+        '--cfg-options',
+        'auto_scale_lr=None',
     )
     with pytest.raises(ValueError, match='base_batch_size'):
         tool.setup_cfg(args)
 
 
 def test_test_options_edit_the_config(tmp_path):
-    tool = load_tool('test')
-    args = Namespace(
-        config=DET_CFG,
-        checkpoint='c.pth',
-        work_dir=None,
-        out=str(tmp_path / 'r.pkl'),
-        show_dir='vis',
-        trust_checkpoint=False,
-        cfg_options=None,
-        launcher='none',
-        tta=False,
+    tool, args = parse_tool_args(
+        'test',
+        DET_CFG,
+        'c.pth',
+        '--out',
+        tmp_path / 'r.pkl',
+        '--show-dir',
+        'vis',
     )
     cfg = tool.setup_cfg(args)
     assert cfg.load_from == 'c.pth'
@@ -342,16 +415,7 @@ def test_test_options_edit_the_config(tmp_path):
     ],
 )
 def test_show_dir_for_each_host(config, check_cfg):
-    tool = load_tool('test')
-    args = Namespace(
-        config=str(CONFIGS / config),
-        checkpoint='c.pth',
-        work_dir=None,
-        out=None,
-        show_dir='vis',
-        trust_checkpoint=False,
-        cfg_options=None,
-        launcher='none',
-        tta=False,
+    tool, args = parse_tool_args(
+        'test', CONFIGS / config, 'c.pth', '--show-dir', 'vis'
     )
     assert check_cfg(tool.setup_cfg(args))

@@ -6,14 +6,15 @@ mmseg) its ``default_scope`` names.
 """
 
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config, ConfigDict
 
 from xattn_mm.engine import trust_checkpoint
+from xattn_mm.engine.tool_utils import (
+    add_common_args,
+    build_runner,
+    load_config,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,24 +37,10 @@ def parse_args() -> argparse.Namespace:
         'under the work_dir are trusted without it',
     )
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config keys, e.g. test_dataloader.batch_size=2',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation'
     )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parser.parse_args()
 
 
 def enable_visualization(cfg: Config, show_dir: str) -> None:
@@ -114,16 +101,7 @@ def setup_cfg(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the runner from.
     """
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs', osp.splitext(osp.basename(args.config))[0]
-        )
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     trust_checkpoint(cfg.work_dir)
     if args.trust_checkpoint:
@@ -147,12 +125,7 @@ def setup_cfg(args: argparse.Namespace) -> Config:
 
 
 def main() -> None:
-    cfg = setup_cfg(parse_args())
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.test()
+    build_runner(setup_cfg(parse_args())).test()
 
 
 if __name__ == '__main__':

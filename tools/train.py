@@ -6,14 +6,15 @@
 """
 
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 from xattn_mm.engine import trust_checkpoint
+from xattn_mm.engine.tool_utils import (
+    add_common_args,
+    build_runner,
+    load_config,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,23 +45,8 @@ def parse_args() -> argparse.Namespace:
         help='scale the learning rate by the real batch size against '
         'auto_scale_lr.base_batch_size',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config keys, e.g. train_cfg.max_iters=10',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parser.parse_args()
 
 
 def setup_cfg(args: argparse.Namespace) -> Config:
@@ -72,16 +58,7 @@ def setup_cfg(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the runner from.
     """
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs', osp.splitext(osp.basename(args.config))[0]
-        )
+    cfg = load_config(args)
 
     if args.amp:
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -123,12 +100,7 @@ def setup_cfg(args: argparse.Namespace) -> Config:
 
 
 def main() -> None:
-    cfg = setup_cfg(parse_args())
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    build_runner(setup_cfg(parse_args())).train()
 
 
 if __name__ == '__main__':

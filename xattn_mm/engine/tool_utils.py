@@ -1,0 +1,75 @@
+"""What tools/train.py and tools/test.py share: host-agnostic config
+loading and runner building (the config's ``default_scope`` picks the host).
+"""
+
+import argparse
+import os
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cfg-options``, ``--launcher`` and ``--local-rank``.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+    """
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config keys, e.g. train_cfg.max_iters=10',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read ``args.config`` and apply ``--cfg-options``, ``--launcher`` and
+    ``--work-dir`` (default ``./work_dirs/<config name>``).
+
+    Args:
+        args (argparse.Namespace): Needs ``config``, ``cfg_options``,
+            ``launcher`` and ``work_dir``.
+
+    Returns:
+        Config: The merged config.
+    """
+    os.environ.setdefault('LOCAL_RANK', str(getattr(args, 'local_rank', 0)))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    work_dir: Optional[str] = args.work_dir
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs', osp.splitext(osp.basename(args.config))[0]
+        )
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the runner the config asks for (``runner_type``, else the
+    default :class:`~mmengine.runner.Runner`).
+
+    Args:
+        cfg (Config): The full config.
+
+    Returns:
+        Runner: The runner.
+    """
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
