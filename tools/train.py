@@ -8,6 +8,7 @@
 import argparse
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from xattn_mm.engine import trust_checkpoint
 from xattn_mm.engine.tool_utils import (
@@ -63,7 +64,7 @@ def setup_cfg(args: argparse.Namespace) -> Config:
     if args.amp:
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type == 'AmpOptimWrapper':
-            print('AMP is already enabled in the config.')
+            print_log('AMP is already enabled in the config.', 'current')
         elif wrapper_type != 'OptimWrapper':
             raise ValueError(
                 '--amp needs optim_wrapper.type = "OptimWrapper", got '

@@ -9,8 +9,9 @@ points at, including downloaded ones, which can run arbitrary code.
 This module replaces mmengine's loader for local paths: a file loads with
 ``weights_only=True`` (state dicts of tensors and plain containers always do),
 unless it is trusted. Trusted are the files under a directory or path given to
-:func:`trust_checkpoint`; ``tools/train.py`` trusts the run's own work_dir
-when resuming, and ``--trust-checkpoint`` trusts the file the user names.
+:func:`trust_checkpoint`: ``tools/train.py`` trusts the run's own work_dir
+when resuming, ``tools/test.py`` trusts its work_dir, and
+``--trust-checkpoint`` on either tool trusts the file the user names.
 """
 
 import os
