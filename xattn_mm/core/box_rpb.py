@@ -1,0 +1,134 @@
+"""Box-to-pixel relative position bias (BoxRPB, Plain-DETR).
+
+For every query box and every pixel of a (H, W) feature map, the bias of
+head ``h`` is ``rpe_y[h, q, row] + rpe_x[h, q, col]``: two small MLPs map the
+distances from the pixel centre to the box's two vertical (resp. horizontal)
+edges to one value per head. The two factors are kept separate (memory
+O(Q * (H + W)) per head) and summed into a dense (Q, H * W) bias only by
+:func:`expand_axial_bias`, where the attention kernel needs it.
+"""
+
+import math
+from typing import Tuple
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+DELTA_MODES = ('linear', 'abs_log8')
+
+
+def _edge_deltas(
+    lo: Tensor, hi: Tensor, size: int, stride: float, mode: str
+) -> Tensor:
+    """Distances from box edges ``lo``/``hi`` (B, Q), in feature cells, to
+    the ``size`` pixel centres, in input pixels: shape (B, Q, size, 2)."""
+    centres = (torch.arange(size, device=lo.device, dtype=lo.dtype) + 0.5) * (
+        stride
+    )
+    edges = torch.stack([lo, hi], dim=-1) * stride  # B, Q, 2
+    deltas = edges[:, :, None, :] - centres[None, None, :, None]
+    if mode == 'abs_log8':
+        deltas = torch.sign(deltas) * torch.log2(deltas.abs() + 1.0)
+        deltas = deltas / math.log2(8)
+    return deltas
+
+
+class BoxRelativePositionBias(BaseModule):
+    """Per-head attention bias from query boxes to the pixels of a map.
+
+    Args:
+        num_heads (int): Number of attention heads (MLP outputs).
+        hidden_dims (int): Hidden width of the two MLPs. Defaults to 512.
+        delta_mode (str): ``'linear'`` uses the edge-to-pixel distances in
+            input pixels; ``'abs_log8'`` uses ``sign(d) * log2(|d| + 1) / 3``.
+            Defaults to ``'linear'``.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        hidden_dims: int = 512,
+        delta_mode: str = 'linear',
+        init_cfg=None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if delta_mode not in DELTA_MODES:
+            raise ValueError(
+                f'delta_mode must be one of {DELTA_MODES}, got {delta_mode!r}.'
+            )
+        for name, value in (
+            ('num_heads', num_heads),
+            ('hidden_dims', hidden_dims),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f'{name} must be a positive int, got {value!r}.'
+                )
+        self.num_heads = num_heads
+        self.delta_mode = delta_mode
+        self.x_mlp = self._mlp(hidden_dims, num_heads)
+        self.y_mlp = self._mlp(hidden_dims, num_heads)
+
+    @staticmethod
+    def _mlp(hidden_dims: int, num_heads: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Linear(2, hidden_dims),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dims, num_heads, bias=False),
+        )
+
+    def forward(
+        self, boxes: Tensor, spatial_shape: Tuple[int, int], stride: float
+    ) -> Tuple[Tensor, Tensor]:
+        """Compute the two axial factors of the bias.
+
+        Args:
+            boxes (Tensor): Query boxes (cx, cy, w, h), normalised to the
+                (padded) feature map, shape (B, Q, 4).
+            spatial_shape (tuple[int, int]): Feature map size (H, W).
+            stride (float): Input pixels per feature cell.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``rpe_y`` of shape (B, num_heads, Q, H)
+            and ``rpe_x`` of shape (B, num_heads, Q, W).
+        """
+        if boxes.dim() != 3 or boxes.shape[-1] != 4:
+            raise ValueError(
+                'boxes must have shape (batch, num_queries, 4), got '
+                f'{tuple(boxes.shape)}.'
+            )
+        height, width = spatial_shape
+        cx, cy, w, h = boxes.unbind(-1)
+        delta_x = _edge_deltas(
+            (cx - w / 2) * width,
+            (cx + w / 2) * width,
+            width,
+            stride,
+            self.delta_mode,
+        )
+        delta_y = _edge_deltas(
+            (cy - h / 2) * height,
+            (cy + h / 2) * height,
+            height,
+            stride,
+            self.delta_mode,
+        )
+        rpe_x = self.x_mlp(delta_x).permute(0, 3, 1, 2)
+        rpe_y = self.y_mlp(delta_y).permute(0, 3, 1, 2)
+        return rpe_y, rpe_x
+
+
+def expand_axial_bias(rpe_y: Tensor, rpe_x: Tensor) -> Tensor:
+    """Sum the axial factors into the dense bias over row-major pixels.
+
+    Args:
+        rpe_y (Tensor): Shape (B, heads, Q, H).
+        rpe_x (Tensor): Shape (B, heads, Q, W).
+
+    Returns:
+        Tensor: ``bias[b, h, q, row * W + col] = rpe_y[..., row] +
+        rpe_x[..., col]``, shape (B, heads, Q, H * W).
+    """
+    return (rpe_y[..., :, None] + rpe_x[..., None, :]).flatten(-2)

@@ -1,0 +1,136 @@
+"""Indirect attention (IA-DETR): keys from one image, values from another.
+
+Queries attend with keys computed from the exemplar's tokens and read values
+computed from the target's tokens. Both token sets lie on one padded canvas
+(the exemplar pasted top-left onto the target's grid), so key ``j`` and value
+``j`` share only a grid position. A BoxRPB bias from each query's reference
+box (on the target) is added to the logits.
+"""
+
+from typing import Optional, Tuple
+
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from .attention import MultiheadAttention
+from .box_rpb import BoxRelativePositionBias, expand_axial_bias
+
+
+def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+    return x if pos is None else x + pos
+
+
+class IndirectAttention(BaseModule):
+    """Multi-head attention with keys and values from two aligned grids.
+
+    With ``key`` equal to ``value`` (and no value position) this is Plain-
+    DETR's BoxRPB cross-attention; with ``use_box_rpb=False`` it is the
+    "misaligned attention" ablation of IA-DETR.
+
+    Args:
+        embed_dims (int): Channels of queries, keys and values.
+            Defaults to 256.
+        num_heads (int): Number of heads. Defaults to 8.
+        use_box_rpb (bool): Add the box-to-pixel bias. Defaults to True.
+        rpb_hidden_dims (int): Hidden width of the BoxRPB MLPs.
+            Defaults to 512.
+        rpb_delta_mode (str): ``'linear'`` or ``'abs_log8'``.
+            Defaults to ``'linear'``.
+        attn_drop (float): Attention-weight dropout. Defaults to 0.
+        proj_drop (float): Output dropout. Defaults to 0.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        num_heads: int = 8,
+        use_box_rpb: bool = True,
+        rpb_hidden_dims: int = 512,
+        rpb_delta_mode: str = 'linear',
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        init_cfg=None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.attn = MultiheadAttention(
+            embed_dims, num_heads, attn_drop=attn_drop, proj_drop=proj_drop
+        )
+        self.box_rpb = (
+            BoxRelativePositionBias(
+                num_heads, rpb_hidden_dims, delta_mode=rpb_delta_mode
+            )
+            if use_box_rpb
+            else None
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        spatial_shape: Tuple[int, int],
+        stride: float = 16.0,
+        query_pos: Optional[Tensor] = None,
+        key_pos: Optional[Tensor] = None,
+        value_pos: Optional[Tensor] = None,
+        reference_boxes: Optional[Tensor] = None,
+        key_padding_mask: Optional[Tensor] = None,
+        value_padding_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Attend from the queries to the key grid, read the value grid.
+
+        Args:
+            query (Tensor): Object queries, shape (B, Q, C).
+            key (Tensor): Key tokens (the exemplar), shape (B, H * W, C).
+            value (Tensor): Value tokens (the target), shape (B, H * W, C),
+                on the same grid as ``key``.
+            spatial_shape (tuple[int, int]): The common grid (H, W).
+            stride (float): Input pixels per grid cell (BoxRPB distances).
+                Defaults to 16.
+            query_pos (Tensor, optional): Shape (B, Q, C). Defaults to None.
+            key_pos (Tensor, optional): Shape (B, H * W, C).
+                Defaults to None.
+            value_pos (Tensor, optional): Shape (B, H * W, C).
+                Defaults to None.
+            reference_boxes (Tensor, optional): (cx, cy, w, h) normalised
+                to the grid, shape (B, Q, 4); required with BoxRPB.
+                Defaults to None.
+            key_padding_mask (Tensor, optional): Bool (B, H * W), True on
+                the key image's padding. Defaults to None.
+            value_padding_mask (Tensor, optional): Bool (B, H * W), True on
+                the value image's padding. Defaults to None.
+
+        Returns:
+            Tensor: Shape (B, Q, C).
+        """
+        height, width = spatial_shape
+        for name, tokens in (('key', key), ('value', value)):
+            if tokens.dim() != 3 or tokens.shape[1] != height * width:
+                raise ValueError(
+                    f'{name} must have shape (batch, H * W, channels) with '
+                    f'(H, W) = {tuple(spatial_shape)}, got '
+                    f'{tuple(tokens.shape)}: keys and values must lie on the '
+                    'same padded grid.'
+                )
+        # A grid cell is left out only where neither image has content.
+        padding_mask = None
+        if key_padding_mask is not None and value_padding_mask is not None:
+            padding_mask = key_padding_mask & value_padding_mask
+        bias = None
+        if self.box_rpb is not None:
+            if reference_boxes is None:
+                raise ValueError(
+                    'reference_boxes (batch, num_queries, 4) are required '
+                    'when use_box_rpb=True.'
+                )
+            bias = expand_axial_bias(
+                *self.box_rpb(reference_boxes, spatial_shape, stride)
+            )
+        return self.attn(
+            _with_pos(query, query_pos),
+            _with_pos(key, key_pos),
+            _with_pos(value, value_pos),
+            attn_bias=bias,
+            key_padding_mask=padding_mask,
+        )
