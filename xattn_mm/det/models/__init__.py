@@ -1,0 +1,1 @@
+from .layers import *  # noqa: F401,F403

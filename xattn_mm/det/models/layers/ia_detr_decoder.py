@@ -1,0 +1,368 @@
+"""IA-DETR decoders: indirect attention, and the paper's two ablations.
+
+Vocabulary as in mmdet's DETRs (batch first): ``query``/``query_pos`` are the
+object queries, ``memory``/``memory_pos`` the target image's tokens,
+``exemplar_memory``/``exemplar_pos`` the exemplar's tokens on the same padded
+grid, ``reference_points`` the queries' boxes (cx, cy, w, h) normalised to
+the target's valid region.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.transformer import FFN
+from mmdet.models.layers.transformer.utils import inverse_sigmoid
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_init
+from torch import Tensor, nn
+
+from xattn_mm.core import IndirectAttention, MultiheadAttention
+
+
+class IADETRDecoderLayer(BaseModule):
+    """Pre-norm decoder layer: self-attention, indirect attention, FFN.
+
+    Args:
+        self_attn_cfg (dict): :class:`~xattn_mm.core.MultiheadAttention`
+            arguments. Defaults to 256 dims, 8 heads.
+        cross_attn_cfg (dict): :class:`~xattn_mm.core.IndirectAttention`
+            arguments. Defaults to 256 dims, 8 heads, BoxRPB.
+        ffn_cfg (dict): :class:`mmcv.cnn.bricks.transformer.FFN` arguments.
+            Defaults to 2048 hidden channels, ReLU, no dropout.
+        norm_cfg (dict): Norm config. Defaults to LayerNorm.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        self_attn_cfg: Optional[dict] = None,
+        cross_attn_cfg: Optional[dict] = None,
+        ffn_cfg: Optional[dict] = None,
+        norm_cfg: Optional[dict] = None,
+        init_cfg=None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.self_attn = MultiheadAttention(
+            **dict(dict(embed_dims=256, num_heads=8), **(self_attn_cfg or {}))
+        )
+        self.cross_attn = IndirectAttention(
+            **dict(dict(embed_dims=256, num_heads=8), **(cross_attn_cfg or {}))
+        )
+        self.embed_dims = self.self_attn.embed_dims
+        self.ffn = FFN(
+            **dict(
+                dict(
+                    embed_dims=self.embed_dims,
+                    feedforward_channels=2048,
+                    ffn_drop=0.0,
+                    act_cfg=dict(type='ReLU', inplace=True),
+                ),
+                **(ffn_cfg or {}),
+            )
+        )
+        norm_cfg = norm_cfg or dict(type='LN')
+        self.norms = ModuleList(
+            [build_norm_layer(norm_cfg, self.embed_dims)[1] for _ in range(3)]
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        exemplar_memory: Tensor,
+        reference_boxes: Tensor,
+        spatial_shape: Tuple[int, int],
+        stride: float,
+        memory_pos: Optional[Tensor] = None,
+        exemplar_pos: Optional[Tensor] = None,
+        memory_mask: Optional[Tensor] = None,
+        exemplar_mask: Optional[Tensor] = None,
+        self_attn_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Update the queries.
+
+        Args:
+            query (Tensor): Shape (B, Q, C).
+            query_pos (Tensor): Shape (B, Q, C).
+            memory (Tensor): Value tokens (target), shape (B, H * W, C).
+            exemplar_memory (Tensor): Key tokens (exemplar), shape
+                (B, H * W, C).
+            reference_boxes (Tensor): (cx, cy, w, h) normalised to the padded
+                grid, shape (B, Q, 4).
+            spatial_shape (tuple[int, int]): The grid (H, W).
+            stride (float): Input pixels per grid cell.
+            memory_pos (Tensor, optional): Shape (B, H * W, C).
+            exemplar_pos (Tensor, optional): Shape (B, H * W, C).
+            memory_mask (Tensor, optional): Bool (B, H * W), True on the
+                target's padding.
+            exemplar_mask (Tensor, optional): Bool (B, H * W), True on the
+                exemplar's padding.
+            self_attn_mask (Tensor, optional): Bool (Q, Q), True blocks.
+
+        Returns:
+            Tensor: Shape (B, Q, C).
+        """
+        x = self.norms[0](query)
+        query = query + self.self_attn(
+            x + query_pos, x + query_pos, x, attn_mask=self_attn_mask
+        )
+        query = query + self.cross_attn(
+            self.norms[1](query),
+            exemplar_memory,
+            memory,
+            spatial_shape,
+            stride,
+            query_pos=query_pos,
+            key_pos=exemplar_pos,
+            value_pos=memory_pos,
+            reference_boxes=reference_boxes,
+            key_padding_mask=exemplar_mask,
+            value_padding_mask=memory_mask,
+        )
+        return self.ffn(self.norms[2](query), identity=query)
+
+
+@MODELS.register_module()
+class IADETRDecoder(BaseModule):
+    """IA-DETR decoder: pre-norm layers of indirect attention, iterative box
+    refinement (look forward twice) and BoxRPB recomputed from each layer's
+    boxes.
+
+    Args:
+        num_layers (int): Number of layers. Defaults to 6.
+        layer_cfg (dict, optional): :class:`IADETRDecoderLayer` arguments.
+        look_forward_twice (bool): Return the refined boxes before they are
+            detached, so a layer's box loss also trains the previous
+            layer's refinement. Defaults to True.
+        post_norm_cfg (dict): Norm applied to every layer's output before
+            the heads. Defaults to LayerNorm.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 6,
+        layer_cfg: Optional[dict] = None,
+        look_forward_twice: bool = True,
+        post_norm_cfg: Optional[dict] = None,
+        init_cfg=None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(
+                f'num_layers must be a positive int, got {num_layers!r}.'
+            )
+        self.num_layers = num_layers
+        self.layers = ModuleList(
+            [
+                IADETRDecoderLayer(**(layer_cfg or {}))
+                for _ in range(num_layers)
+            ]
+        )
+        self.embed_dims = self.layers[0].embed_dims
+        self.look_forward_twice = look_forward_twice
+        self.post_norm = build_norm_layer(
+            post_norm_cfg or dict(type='LN'), self.embed_dims
+        )[1]
+
+    def init_weights(self) -> None:
+        """Truncated-normal (std 0.02) linear layers, as Plain-DETR."""
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=0.02, bias=0.0)
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        exemplar_memory: Tensor,
+        reference_points: Tensor,
+        spatial_shape: Tuple[int, int],
+        valid_ratios: Tensor,
+        reg_branches: List[nn.Module],
+        stride: float = 16.0,
+        memory_pos: Optional[Tensor] = None,
+        exemplar_pos: Optional[Tensor] = None,
+        memory_mask: Optional[Tensor] = None,
+        exemplar_mask: Optional[Tensor] = None,
+        self_attn_mask: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """Run every layer and refine the boxes after each.
+
+        Args:
+            query (Tensor): Content queries, shape (B, Q, C).
+            query_pos (Tensor): Query positions, shape (B, Q, C).
+            memory (Tensor): Target tokens, shape (B, H * W, C).
+            exemplar_memory (Tensor): Exemplar tokens on the same grid,
+                shape (B, H * W, C).
+            reference_points (Tensor): Initial boxes (cx, cy, w, h),
+                normalised to the target's valid region, shape (B, Q, 4).
+            spatial_shape (tuple[int, int]): The grid (H, W).
+            valid_ratios (Tensor): The target's valid (w, h) fraction of the
+                grid, shape (B, 2).
+            reg_branches (list[nn.Module]): One box-delta branch per layer,
+                each mapping (B, Q, C) to (B, Q, 4) in logit space.
+            stride (float): Input pixels per grid cell. Defaults to 16.
+            memory_pos (Tensor, optional): Shape (B, H * W, C).
+            exemplar_pos (Tensor, optional): Shape (B, H * W, C).
+            memory_mask (Tensor, optional): Bool (B, H * W).
+            exemplar_mask (Tensor, optional): Bool (B, H * W).
+            self_attn_mask (Tensor, optional): Bool (Q, Q), True blocks.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``hidden_states`` of shape
+            (num_layers, B, Q, C) (after ``post_norm``) and ``references``
+            of shape (num_layers, B, Q, 4): each layer's refined boxes.
+        """
+        if len(reg_branches) < self.num_layers:
+            raise ValueError(
+                f'reg_branches has {len(reg_branches)} branches; the decoder '
+                f'needs one per layer ({self.num_layers}).'
+            )
+        scale = torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+        hidden_states, references = [], []
+        for layer, reg_branch in zip(self.layers, reg_branches):
+            query = layer(
+                query,
+                query_pos,
+                memory,
+                exemplar_memory,
+                reference_points * scale,
+                spatial_shape,
+                stride,
+                memory_pos=memory_pos,
+                exemplar_pos=exemplar_pos,
+                memory_mask=memory_mask,
+                exemplar_mask=exemplar_mask,
+                self_attn_mask=self_attn_mask,
+            )
+            normed = self.post_norm(query)
+            new_points = (
+                reg_branch(normed) + inverse_sigmoid(reference_points)
+            ).sigmoid()
+            hidden_states.append(normed)
+            references.append(
+                new_points if self.look_forward_twice else new_points.detach()
+            )
+            reference_points = new_points.detach()
+        return torch.stack(hidden_states), torch.stack(references)
+
+
+@MODELS.register_module()
+class MisalignedAttentionDecoder(IADETRDecoder):
+    """Ablation: keys from the exemplar, values from the target, no BoxRPB
+    (plain "misaligned" attention). Same arguments as
+    :class:`IADETRDecoder`; ``layer_cfg.cross_attn_cfg.use_box_rpb`` is
+    forced to False."""
+
+    def __init__(self, *args, layer_cfg: Optional[dict] = None, **kwargs):
+        layer_cfg = dict(layer_cfg or {})
+        layer_cfg['cross_attn_cfg'] = dict(
+            layer_cfg.get('cross_attn_cfg') or {}, use_box_rpb=False
+        )
+        super().__init__(*args, layer_cfg=layer_cfg, **kwargs)
+
+
+class AlignmentLayer(BaseModule):
+    """Pre-norm cross-attention from the target's tokens to the exemplar's
+    tokens, then an FFN (one layer of the double cross-attention block).
+
+    Args:
+        embed_dims (int): Channels. Defaults to 256.
+        num_heads (int): Heads. Defaults to 8.
+        feedforward_channels (int): FFN hidden channels. Defaults to 2048.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        num_heads: int = 8,
+        feedforward_channels: int = 2048,
+    ) -> None:
+        super().__init__()
+        self.cross_attn = MultiheadAttention(embed_dims, num_heads)
+        self.ffn = FFN(embed_dims, feedforward_channels)
+        self.norms = ModuleList([nn.LayerNorm(embed_dims) for _ in range(2)])
+
+    def forward(
+        self,
+        memory: Tensor,
+        memory_pos: Tensor,
+        exemplar_memory: Tensor,
+        exemplar_pos: Tensor,
+        exemplar_mask: Optional[Tensor],
+    ) -> Tensor:
+        """Align the target tokens (B, N, C) to the exemplar tokens."""
+        x = self.norms[0](memory)
+        memory = memory + self.cross_attn(
+            x + memory_pos,
+            exemplar_memory + exemplar_pos,
+            exemplar_memory,
+            key_padding_mask=exemplar_mask,
+        )
+        return self.ffn(self.norms[1](memory), identity=memory)
+
+
+@MODELS.register_module()
+class DoubleCrossAttentionDecoder(IADETRDecoder):
+    """Ablation: a block of cross-attention layers aligns the target tokens
+    to the exemplar, then a standard BoxRPB cross-attention decoder reads the
+    aligned target (keys and values both from it).
+
+    Args:
+        num_align_layers (int): Layers of the alignment block.
+            Defaults to 6.
+        *args, **kwargs: As :class:`IADETRDecoder`.
+    """
+
+    def __init__(self, *args, num_align_layers: int = 6, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        attn = self.layers[0].self_attn
+        self.align_layers = ModuleList(
+            [
+                AlignmentLayer(attn.embed_dims, attn.num_heads)
+                for _ in range(num_align_layers)
+            ]
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        exemplar_memory: Tensor,
+        *args,
+        memory_pos: Optional[Tensor] = None,
+        exemplar_pos: Optional[Tensor] = None,
+        memory_mask: Optional[Tensor] = None,
+        exemplar_mask: Optional[Tensor] = None,
+        **kwargs,
+    ) -> Tuple[Tensor, Tensor]:
+        """Align the target, then decode it; arguments as
+        :meth:`IADETRDecoder.forward`."""
+        aligned = memory
+        for layer in self.align_layers:
+            aligned = layer(
+                aligned,
+                memory_pos,
+                exemplar_memory,
+                exemplar_pos,
+                exemplar_mask,
+            )
+        return super().forward(
+            query,
+            query_pos,
+            aligned,
+            aligned,
+            *args,
+            memory_pos=None,
+            exemplar_pos=memory_pos,
+            memory_mask=memory_mask,
+            exemplar_mask=memory_mask,
+            **kwargs,
+        )
