@@ -252,3 +252,41 @@ def test_contract_violations_raise():
         )
     with pytest.raises(ValueError, match='delta_mode'):
         BoxRelativePositionBias(HEADS, delta_mode='log')
+
+
+def test_chunked_mlp_matches_the_plain_mlp_values_and_gradients():
+    from xattn_mm.core.box_rpb import _ChunkedMLP, _run_mlp
+
+    torch.manual_seed(0)
+    rpb = BoxRelativePositionBias(HEADS, hidden_dims=16).double()
+    x = (torch.randn(3, 7, 5, 2, dtype=torch.float64) * 20).requires_grad_()
+    ours = _run_mlp(rpb.x_mlp, x)
+    grads = torch.autograd.grad(
+        ours.square().sum(), [x, *rpb.x_mlp.parameters()]
+    )
+    plain = rpb.x_mlp(x)
+    expected = torch.autograd.grad(
+        plain.square().sum(), [x, *rpb.x_mlp.parameters()]
+    )
+    torch.testing.assert_close(ours, plain)
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e)
+    # Several chunks, one partial.
+    w1, b1 = rpb.x_mlp[0].weight, rpb.x_mlp[0].bias
+    w2 = rpb.x_mlp[2].weight
+    assert torch.autograd.gradcheck(
+        lambda *t: _ChunkedMLP.apply(*t, 4),
+        (x.detach()[0, 0].requires_grad_(), w1, b1, w2),
+    )
+
+
+def test_chunked_mlp_under_no_grad():
+    rpb = BoxRelativePositionBias(HEADS, hidden_dims=16)
+    with torch.no_grad():
+        rpe_y, rpe_x = rpb(_boxes(), (H, W), STRIDE)
+    dense = plain_detr_rpb(
+        rpb.x_mlp, rpb.y_mlp, _boxes(), H, W, STRIDE, 'linear'
+    )
+    torch.testing.assert_close(
+        expand_axial_bias(rpe_y, rpe_x), dense, atol=1e-5, rtol=1e-5
+    )

@@ -18,6 +18,61 @@ from torch import Tensor, nn
 DELTA_MODES = ('linear', 'abs_log8')
 
 
+class _ChunkedMLP(torch.autograd.Function):
+    """``relu(x @ w1.T + b1) @ w2.T`` over row chunks, keeping no hidden
+    activations: backward recomputes each chunk's hidden layer.
+
+    The BoxRPB hidden layer holds B * Q * (H + W) * hidden floats (78 MiB at
+    B 2, 300 queries, 32 x 32, 512); chunks keep it cache-resident and out
+    of the autograd graph, which saves most of the layer's memory and time
+    on CPU.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, chunk: int
+    ) -> Tensor:
+        out = x.new_empty(x.shape[0], w2.shape[0])
+        for start in range(0, x.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
+            torch.mm(hidden, w2.t(), out=out[rows])
+        ctx.save_for_backward(x, w1, b1, w2)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, w1, b1, w2 = ctx.saved_tensors
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        grad_w1, grad_b1 = torch.zeros_like(w1), torch.zeros_like(b1)
+        grad_w2 = torch.zeros_like(w2)
+        for start in range(0, x.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
+            grad_w2.addmm_(grad_out[rows].t(), hidden)
+            grad_hidden = grad_out[rows].mm(w2).mul_(hidden > 0)
+            grad_w1.addmm_(grad_hidden.t(), x[rows])
+            grad_b1.add_(grad_hidden.sum(0))
+            if grad_x is not None:
+                torch.mm(grad_hidden, w1, out=grad_x[rows])
+        return grad_x, grad_w1, grad_b1, grad_w2, None
+
+
+def _run_mlp(mlp: nn.Sequential, x: Tensor) -> Tensor:
+    """Apply a BoxRPB MLP (Linear, ReLU, Linear without bias) to (..., 2)."""
+    first, last = mlp[0], mlp[2]
+    flat = x.reshape(-1, x.shape[-1])
+    # About 2**20 hidden values per chunk on CPU (cache sized); GPUs take
+    # all rows at once and still save the hidden layer.
+    chunk = (
+        flat.shape[0] if flat.is_cuda else max(1, 2**20 // first.out_features)
+    )
+    out = _ChunkedMLP.apply(flat, first.weight, first.bias, last.weight, chunk)
+    return out.view(*x.shape[:-1], last.out_features)
+
+
 def _edge_deltas(
     lo: Tensor, hi: Tensor, size: int, stride: float, mode: str
 ) -> Tensor:
@@ -115,8 +170,8 @@ class BoxRelativePositionBias(BaseModule):
             stride,
             self.delta_mode,
         )
-        rpe_x = self.x_mlp(delta_x).permute(0, 3, 1, 2)
-        rpe_y = self.y_mlp(delta_y).permute(0, 3, 1, 2)
+        rpe_x = _run_mlp(self.x_mlp, delta_x).permute(0, 3, 1, 2)
+        rpe_y = _run_mlp(self.y_mlp, delta_y).permute(0, 3, 1, 2)
         return rpe_y, rpe_x
 
 
