@@ -1,0 +1,3 @@
+from .one_shot_preprocessor import OneShotDetDataPreprocessor
+
+__all__ = ['OneShotDetDataPreprocessor']

@@ -1,0 +1,3 @@
+from .ia_detr_head import IADETRHead
+
+__all__ = ['IADETRHead']

@@ -1,0 +1,3 @@
+from .ia_detr import IADETR
+
+__all__ = ['IADETR']
