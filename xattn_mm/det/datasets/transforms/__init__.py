@@ -1,0 +1,3 @@
+from .one_shot import PackOneShotInputs, RandomPatchExemplar
+
+__all__ = ['PackOneShotInputs', 'RandomPatchExemplar']

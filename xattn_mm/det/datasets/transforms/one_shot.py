@@ -1,0 +1,97 @@
+"""Transforms for (target, exemplar) pairs."""
+
+from typing import Optional, Tuple
+
+import mmcv
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmdet.datasets.transforms import PackDetInputs
+from mmdet.registry import TRANSFORMS
+from mmdet.structures.bbox import HorizontalBoxes
+
+
+@TRANSFORMS.register_module()
+class PackOneShotInputs(PackDetInputs):
+    """Pack the target as :class:`~mmdet.datasets.transforms.PackDetInputs`
+    does, and ``results['exemplar_img']`` (H, W, C) beside it.
+
+    Returns ``inputs=dict(target=Tensor, exemplar=Tensor)`` (each (C, H, W))
+    for :class:`OneShotDetDataPreprocessor`; other arguments as
+    :class:`PackDetInputs`.
+    """
+
+    def transform(self, results: dict) -> dict:
+        if 'exemplar_img' not in results:
+            raise KeyError(
+                'PackOneShotInputs needs results["exemplar_img"]; add an '
+                'exemplar transform before it.'
+            )
+        packed = super().transform(results)
+        exemplar = super().transform(dict(img=results['exemplar_img']))
+        packed['inputs'] = dict(
+            target=packed['inputs'], exemplar=exemplar['inputs']
+        )
+        return packed
+
+
+@TRANSFORMS.register_module()
+class RandomPatchExemplar(BaseTransform):
+    """Stage-1 pretraining pairs (the official "upretrain"): the exemplar is
+    a random patch of the target image and the only ground truth is that
+    patch's box (label 0).
+
+    The patch width is drawn uniformly from ``[min_size, W - min_size]``
+    (likewise the height) and placed uniformly inside the image, as the
+    official code does. The official stage 1 also keeps the base-class boxes
+    on a separate logit channel and adds a contrastive loss; with one logit
+    channel, xattn_mm trains on the patch box only.
+
+    Required keys: ``img``. Modified keys: ``gt_bboxes``,
+    ``gt_bboxes_labels``, ``gt_ignore_flags``. Added keys: ``exemplar_img``.
+
+    Args:
+        min_size (int): Smallest patch side and margin, in pixels.
+            Defaults to 8.
+        exemplar_size (tuple[int, int], optional): Resize the exemplar to
+            this (w, h). Defaults to None (keep the crop's size).
+    """
+
+    def __init__(
+        self,
+        min_size: int = 8,
+        exemplar_size: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        if min_size < 1:
+            raise ValueError(f'min_size must be >= 1, got {min_size}.')
+        self.min_size = min_size
+        self.exemplar_size = exemplar_size
+
+    def transform(self, results: dict) -> dict:
+        img = results['img']
+        h, w = img.shape[:2]
+        lo = self.min_size
+        if min(h, w) < 2 * lo:
+            raise ValueError(
+                f'image {results.get("img_path", "")} of size {w}x{h} is '
+                f'smaller than 2 * min_size ({2 * lo}).'
+            )
+        pw = np.random.randint(lo, w - lo + 1)
+        ph = np.random.randint(lo, h - lo + 1)
+        x = np.random.randint(0, w - pw + 1)
+        y = np.random.randint(0, h - ph + 1)
+        exemplar = img[y : y + ph, x : x + pw].copy()
+        if self.exemplar_size is not None:
+            exemplar = mmcv.imresize(exemplar, self.exemplar_size)
+        results['exemplar_img'] = exemplar
+        results['gt_bboxes'] = HorizontalBoxes(
+            np.array([[x, y, x + pw, y + ph]], dtype=np.float32)
+        )
+        results['gt_bboxes_labels'] = np.zeros(1, dtype=np.int64)
+        results['gt_ignore_flags'] = np.zeros(1, dtype=bool)
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f'{self.__class__.__name__}(min_size={self.min_size}, '
+            f'exemplar_size={self.exemplar_size})'
+        )
