@@ -68,6 +68,7 @@ def tiny_ia_detr_cfg(
             in_channels=[64],
             kernel_size=1,
             out_channels=embed_dims,
+            bias=True,
             act_cfg=None,
             norm_cfg=dict(type='GN', num_groups=8),
             num_outs=1,

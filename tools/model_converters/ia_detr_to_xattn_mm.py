@@ -1,0 +1,161 @@
+"""Convert an official IA-DETR checkpoint (github Bissmella/IA-DETR) to
+xattn_mm's IADETR layout.
+
+    python tools/model_converters/ia_detr_to_xattn_mm.py SRC DST
+        [--trust-checkpoint]
+
+Mapped: the input projection (to a ChannelMapper neck built with
+``bias=True``), queries, level embedding, proposal layers, every decoder
+layer (BoxRPB MLPs, indirect attention, the packed self-attention split into
+q/k/v, FFN, norms) and the heads. The official class logit has 3 channels
+(proposals on channel 0, "matches the exemplar" on channel 1); xattn_mm has
+one, so decoder branches take row 1 and the proposal branch row 0. The
+official proposal position embedding is ordered (x, y, w, h); mmdet's is
+(y, x, w, h), so the input columns of ``pos_trans`` are permuted. Backbone
+keys (``backbone.*``) are passed through under ``backbone.`` unchanged and
+reported: map them to your backbone's layout before loading strictly.
+"""
+
+import argparse
+import pickle
+import re
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+import torch
+
+# (official pattern, xattn_mm replacement); first match wins.
+RENAMES: List[Tuple[str, str]] = [
+    (r'^input_proj\.0\.0\.', 'neck.convs.0.conv.'),
+    (r'^input_proj\.0\.1\.', 'neck.convs.0.gn.'),
+    (r'^query_embed\.', 'query_embedding.'),
+    (r'^transformer\.level_embed$', 'level_embed'),
+    (r'^transformer\.enc_output\.', 'memory_trans_fc.'),
+    (r'^transformer\.enc_output_norm\.', 'memory_trans_norm.'),
+    (r'^transformer\.pos_trans\.', 'pos_trans_fc.'),
+    (r'^transformer\.pos_trans_norm\.', 'pos_trans_norm.'),
+    (
+        r'^transformer\.enc_output_proj\.(\d+)\.(\d+)\.ln\.',
+        r'proposal_projs.\1.\2.',
+    ),
+    (r'^transformer\.enc_output_proj\.', 'proposal_projs.'),
+    (r'^transformer\.decoder\.final_layer_norm\.', 'decoder.post_norm.'),
+    (r'\.cross_attn\.cpb_mlp1\.', '.cross_attn.box_rpb.x_mlp.'),
+    (r'\.cross_attn\.cpb_mlp2\.', '.cross_attn.box_rpb.y_mlp.'),
+    (r'\.cross_attn\.q\.', '.cross_attn.attn.q_proj.'),
+    (r'\.cross_attn\.k\.', '.cross_attn.attn.k_proj.'),
+    (r'\.cross_attn\.v\.', '.cross_attn.attn.v_proj.'),
+    (r'\.cross_attn\.proj\.', '.cross_attn.attn.out_proj.'),
+    (r'\.norm2\.', '.norms.0.'),
+    (r'\.norm1\.', '.norms.1.'),
+    (r'\.norm3\.', '.norms.2.'),
+    (r'\.linear1\.', '.ffn.layers.0.0.'),
+    (r'\.linear2\.', '.ffn.layers.1.'),
+]
+# The official decoder holds aliases of the heads: dropped.
+DROPPED = (r'^transformer\.decoder\.(bbox_embed|class_embed)\.',)
+
+
+def _rename(key: str) -> str:
+    key = re.sub(r'^transformer\.decoder\.layers\.', 'decoder.layers.', key)
+    for pattern, repl in RENAMES:
+        new = re.sub(pattern, repl, key)
+        if new != key:
+            key = new
+            if pattern.startswith('^'):
+                break
+    return key
+
+
+def convert(
+    state_dict: Dict[str, torch.Tensor], num_decoder_layers: int = 6
+) -> Tuple[OrderedDict, List[str]]:
+    """Convert an official IA-DETR ``model`` state dict.
+
+    Args:
+        state_dict (dict[str, Tensor]): The official ``checkpoint['model']``.
+        num_decoder_layers (int): Decoder layers; the head branch with this
+            index is the proposal branch. Defaults to 6.
+
+    Returns:
+        tuple[OrderedDict, list[str]]: The xattn_mm state dict and the
+        official backbone keys that were passed through unchanged.
+    """
+    out: OrderedDict = OrderedDict()
+    passed = []
+    for key, value in state_dict.items():
+        if any(re.match(p, key) for p in DROPPED):
+            continue
+        if key.startswith('backbone.'):
+            out[key] = value
+            passed.append(key)
+            continue
+        match = re.match(r'^class_embed\.(\d+)\.(weight|bias)$', key)
+        if match:
+            index = int(match.group(1))
+            row = 0 if index == num_decoder_layers else 1
+            out[f'bbox_head.cls_branches.{index}.{match.group(2)}'] = value[
+                row : row + 1
+            ].clone()
+            continue
+        match = re.match(r'^bbox_embed\.(\d+)\.layers\.(\d)\.(.+)$', key)
+        if match:
+            index, layer, name = match.groups()
+            out[f'bbox_head.reg_branches.{index}.{2 * int(layer)}.{name}'] = (
+                value
+            )
+            continue
+        match = re.match(r'^(.*\.self_attn)\.in_proj_(weight|bias)$', key)
+        if match:
+            prefix = _rename(match.group(1))
+            for name, part in zip(
+                ('q_proj', 'k_proj', 'v_proj'), value.chunk(3)
+            ):
+                out[f'{prefix}.{name}.{match.group(2)}'] = part.clone()
+            continue
+        new_key = _rename(key)
+        if new_key == 'pos_trans_fc.weight':
+            # Input blocks (x, y, w, h) -> mmdet's (y, x, w, h).
+            x, y, w, h = value.chunk(4, dim=1)
+            value = torch.cat([y, x, w, h], dim=1)
+        out[new_key] = value
+    return out, passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='official IA-DETR checkpoint')
+    parser.add_argument('dst', help='output path')
+    parser.add_argument('--num-decoder-layers', type=int, default=6)
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the whole file (official checkpoints store argparse '
+        'arguments beside the weights); only for files you trust',
+    )
+    args = parser.parse_args()
+    try:
+        checkpoint = torch.load(
+            args.src,
+            map_location='cpu',
+            weights_only=not args.trust_checkpoint,
+        )
+    except pickle.UnpicklingError as e:
+        raise SystemExit(
+            f'{args.src} holds more than weights ({str(e).splitlines()[-1]})'
+            '. If you trust it, rerun with --trust-checkpoint.'
+        ) from None
+    state_dict = checkpoint.get('model', checkpoint)
+    converted, passed = convert(state_dict, args.num_decoder_layers)
+    torch.save(
+        {'state_dict': converted, 'meta': {'converted_from': args.src}},
+        args.dst,
+    )
+    print(
+        f'wrote {len(converted)} tensors to {args.dst}; {len(passed)} '
+        'backbone tensors kept under their official names.'
+    )
+
+
+if __name__ == '__main__':
+    main()
