@@ -1,5 +1,6 @@
 """The environment the set-up builds, and the package boundaries."""
 
+import ast
 import subprocess
 import sys
 import warnings
@@ -30,22 +31,63 @@ def test_import_xattn_mm_imports_no_host_library():
     assert proc.stdout.strip() == '[]'
 
 
+ARROWS = {
+    'core': (),
+    'compat': (),
+    'engine': (),
+    'testing': ('mmdet',),
+    'det': ('mmdet',),
+    'cls': ('mmpretrain',),
+    'seg': ('mmseg',),
+}
+
+
+@pytest.mark.parametrize('subpackage, allowed', ARROWS.items())
+def test_subpackages_import_only_their_host(subpackage, allowed):
+    # Arrows point one way: det/cls/seg -> core, never host <-> host.
+    for path in (ROOT / 'xattn_mm' / subpackage).rglob('*.py'):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split('.')[0]
+                assert top not in HOSTS or top in allowed, (
+                    f'{path.relative_to(ROOT)} imports {name}'
+                )
+
+
+HOST_OF = {'det': 'mmdet', 'cls': 'mmpretrain', 'seg': 'mmseg'}
+
+
 @pytest.mark.parametrize(
-    'subpackage, host, others',
+    'subpackage, host_modules',
     [
-        ('det', 'mmdet', ('mmseg', 'mmpretrain')),
-        ('cls', 'mmpretrain', ('mmdet', 'mmseg')),
-        ('seg', 'mmseg', ('mmdet', 'mmpretrain')),
+        ('det', 'mmdet.models, mmdet.datasets'),
+        ('cls', 'mmpretrain.models'),
+        ('seg', 'mmseg.models'),
     ],
 )
-def test_each_host_subpackage_imports_only_its_host(subpackage, host, others):
-    proc = run_python(
-        f'import sys, xattn_mm.{subpackage}\n'
-        f'print({host!r} in sys.modules, '
-        f'[m for m in {others!r} if m in sys.modules])'
+def test_host_subpackages_load_no_more_hosts_than_their_host(
+    subpackage, host_modules
+):
+    # mmdet.models itself imports mmpretrain when it is installed (ReID):
+    # xattn_mm may add no host beyond what its host already loads.
+    code = 'import sys, {}\nprint(sorted(m for m in {!r} if m in sys.modules))'
+    ours = run_python(code.format(f'xattn_mm.{subpackage}', HOSTS))
+    theirs = run_python(
+        code.format(f'xattn_mm.compat.torchvision_cpu, {host_modules}', HOSTS)
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == 'True []'
+    assert ours.returncode == 0 and theirs.returncode == 0, (
+        ours.stderr + theirs.stderr
+    )
+    loaded = set(ast.literal_eval(ours.stdout))
+    assert HOST_OF[subpackage] in loaded
+    assert loaded <= set(ast.literal_eval(theirs.stdout))
 
 
 def test_mmcv_has_compiled_ops():
