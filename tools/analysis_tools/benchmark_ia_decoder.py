@@ -18,23 +18,18 @@ from torch import nn
 import xattn_mm.det  # noqa: F401  (registers the decoders)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_indirect_attention import median_ms, peak_memory  # noqa: E402
+from benchmark_indirect_attention import (  # noqa: E402
+    add_shape_args,
+    median_ms,
+    peak_memory,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--queries', type=int, default=300)
-    parser.add_argument('--grid', type=int, nargs=2, default=[32, 32])
-    parser.add_argument('--heads', type=int, default=8)
-    parser.add_argument('--dims', type=int, default=256)
+    add_shape_args(parser)
     parser.add_argument('--layers', type=int, default=6)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu'
-    )
+    parser.set_defaults(warmup=2, repeats=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -28,7 +28,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from xattn_mm.core import IndirectAttention
-from xattn_mm.core.box_rpb import _edge_deltas
+from xattn_mm.core.box_rpb import box_edge_deltas
 
 
 def explicit_layer(layer: IndirectAttention, dense_mlp: bool) -> Callable:
@@ -47,20 +47,8 @@ def explicit_layer(layer: IndirectAttention, dense_mlp: bool) -> Callable:
         reference_boxes,
     ):
         height, width = spatial_shape
-        cx, cy, w, h = reference_boxes.unbind(-1)
-        dx = _edge_deltas(
-            (cx - w / 2) * width,
-            (cx + w / 2) * width,
-            width,
-            stride,
-            rpb.delta_mode,
-        )
-        dy = _edge_deltas(
-            (cy - h / 2) * height,
-            (cy + h / 2) * height,
-            height,
-            stride,
-            rpb.delta_mode,
+        dy, dx = box_edge_deltas(
+            reference_boxes, spatial_shape, stride, rpb.delta_mode
         )
         if dense_mlp:
             # Every (query, row, col) pair through both MLPs.
@@ -124,8 +112,8 @@ def median_ms(
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_shape_args(parser: argparse.ArgumentParser) -> None:
+    """Shapes, repetitions and device shared by the IA-DETR benchmarks."""
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--queries', type=int, default=300)
     parser.add_argument('--grid', type=int, nargs=2, default=[32, 32])
@@ -137,6 +125,11 @@ def main() -> None:
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu'
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_shape_args(parser)
     parser.add_argument(
         '--variants',
         nargs='+',

@@ -89,6 +89,32 @@ def _edge_deltas(
     return deltas
 
 
+def box_edge_deltas(
+    boxes: Tensor, spatial_shape: Tuple[int, int], stride: float, mode: str
+) -> Tuple[Tensor, Tensor]:
+    """BoxRPB inputs: distances from each box's edges to the pixel centres.
+
+    Args:
+        boxes (Tensor): (cx, cy, w, h) normalised to the grid, (B, Q, 4).
+        spatial_shape (tuple[int, int]): The grid (H, W).
+        stride (float): Input pixels per grid cell.
+        mode (str): ``'linear'`` or ``'abs_log8'``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``delta_y`` (B, Q, H, 2) and ``delta_x``
+        (B, Q, W, 2), box edge minus pixel centre.
+    """
+    height, width = spatial_shape
+    cx, cy, w, h = boxes.unbind(-1)
+    delta_x = _edge_deltas(
+        (cx - w / 2) * width, (cx + w / 2) * width, width, stride, mode
+    )
+    delta_y = _edge_deltas(
+        (cy - h / 2) * height, (cy + h / 2) * height, height, stride, mode
+    )
+    return delta_y, delta_x
+
+
 class BoxRelativePositionBias(BaseModule):
     """Per-head attention bias from query boxes to the pixels of a map.
 
@@ -154,21 +180,8 @@ class BoxRelativePositionBias(BaseModule):
                 'boxes must have shape (batch, num_queries, 4), got '
                 f'{tuple(boxes.shape)}.'
             )
-        height, width = spatial_shape
-        cx, cy, w, h = boxes.unbind(-1)
-        delta_x = _edge_deltas(
-            (cx - w / 2) * width,
-            (cx + w / 2) * width,
-            width,
-            stride,
-            self.delta_mode,
-        )
-        delta_y = _edge_deltas(
-            (cy - h / 2) * height,
-            (cy + h / 2) * height,
-            height,
-            stride,
-            self.delta_mode,
+        delta_y, delta_x = box_edge_deltas(
+            boxes, spatial_shape, stride, self.delta_mode
         )
         rpe_x = _run_mlp(self.x_mlp, delta_x).permute(0, 3, 1, 2)
         rpe_y = _run_mlp(self.y_mlp, delta_y).permute(0, 3, 1, 2)
