@@ -12,11 +12,13 @@ from mmdet.models.layers.transformer import coordinate_to_encoding
 from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 
+import xattn_mm.cls  # noqa: F401  (GlobalSwinTransformerV2)
 import xattn_mm.det  # noqa: F401
-from xattn_mm.testing.one_shot import tiny_ia_detr_cfg
+from xattn_mm.testing.one_shot import tiny_ia_detr_cfg, tiny_swin_v2_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 C, HEADS, HID, FFN, LAYERS, QUERIES, CIN = 32, 4, 16, 64, 2, 30, 64
+SWIN, SWIN_HEADS, WINDOW, CPB = 16, (1, 2, 2, 4), 4, 512
 
 
 def load_converter():
@@ -27,7 +29,69 @@ def load_converter():
     return module
 
 
-def official_state_dict(seed=0):
+def official_swin_v2(r):
+    """Plain-DETR's Swin V2 ``*_2global`` backbone with its upsampling
+    (models/backbone.py, models/swin_transformer_v2.py), keys and shapes,
+    scaled down: 4 stages of 2 blocks, the last stage global."""
+    p = 'backbone.0.net.body.'
+    sd = {
+        f'{p}patch_embed.proj.weight': r(SWIN, 3, 4, 4),
+        f'{p}patch_embed.proj.bias': r(SWIN),
+        f'{p}patch_embed.norm.weight': 1 + r(SWIN),
+        f'{p}patch_embed.norm.bias': r(SWIN),
+    }
+    for i, heads in enumerate(SWIN_HEADS):
+        c = SWIN * 2**i
+        for j in range(2):
+            b = f'{p}layers.{i}.blocks.{j}.'
+            for norm in ('norm1', 'norm2'):
+                sd[f'{b}{norm}.weight'] = 1 + r(c)
+                sd[f'{b}{norm}.bias'] = r(c)
+            sd[f'{b}attn.logit_scale'] = 2 + r(heads, 1, 1)
+            sd[f'{b}attn.q_bias'] = r(c)
+            sd[f'{b}attn.v_bias'] = r(c)
+            sd[f'{b}attn.qkv.weight'] = r(3 * c, c)
+            sd[f'{b}attn.proj.weight'] = r(c, c)
+            sd[f'{b}attn.proj.bias'] = r(c)
+            sd[f'{b}attn.cpb_mlp.0.weight'] = r(CPB, 2)
+            sd[f'{b}attn.cpb_mlp.0.bias'] = r(CPB)
+            sd[f'{b}attn.cpb_mlp.2.weight'] = r(heads, CPB)
+            if i < 3:  # window blocks save their position tables
+                sd[f'{b}attn.relative_coords_table'] = r(
+                    1, 2 * WINDOW - 1, 2 * WINDOW - 1, 2
+                )
+                sd[f'{b}attn.relative_position_index'] = torch.zeros(
+                    WINDOW**2, WINDOW**2, dtype=torch.long
+                )
+            sd[f'{b}mlp.fc1.weight'] = r(4 * c, c)
+            sd[f'{b}mlp.fc1.bias'] = r(4 * c)
+            sd[f'{b}mlp.fc2.weight'] = r(c, 4 * c)
+            sd[f'{b}mlp.fc2.bias'] = r(c)
+        if i < 3:
+            sd[f'{p}layers.{i}.downsample.reduction.weight'] = r(2 * c, 4 * c)
+            sd[f'{p}layers.{i}.downsample.norm.weight'] = 1 + r(2 * c)
+            sd[f'{p}layers.{i}.downsample.norm.bias'] = r(2 * c)
+    sd[f'{p}norm3.weight'] = 1 + r(8 * SWIN)
+    sd[f'{p}norm3.bias'] = r(8 * SWIN)
+    sd['backbone.0.upsample.0.weight'] = r(8 * SWIN, 4 * SWIN, 2, 2)
+    sd['backbone.0.upsample.0.bias'] = r(4 * SWIN)
+    return sd
+
+
+def official_resnet(r):
+    """A torchvision-named ResNet under ``backbone.0.body.`` (mmdet's
+    ResNet uses the same names), with the classifier the official model
+    keeps but never uses."""
+    resnet = MODELS.build(tiny_ia_detr_cfg()['backbone'])
+    sd = {
+        f'backbone.0.body.{k}': r(*v.shape) if v.is_floating_point() else v
+        for k, v in resnet.state_dict().items()
+    }
+    sd['backbone.0.body.fc.weight'] = r(1000, CIN)
+    return sd
+
+
+def official_state_dict(seed=0, backbone='resnet'):
     """Keys and shapes as the official model defines them (models/detr.py,
     models/transformer.py, models/global_rpe_indirect_decoder.py)."""
     g = torch.Generator().manual_seed(seed)
@@ -35,35 +99,38 @@ def official_state_dict(seed=0):
     def r(*shape):
         return torch.randn(*shape, generator=g) * 0.1
 
-    sd = {
-        'backbone.0.net.body.patch_embed.proj.weight': r(8, 3, 4, 4),
-        'input_proj.0.0.weight': r(C, CIN, 1, 1),
-        'input_proj.0.0.bias': r(C),
-        'input_proj.0.1.weight': r(C),
-        'input_proj.0.1.bias': r(C),
-        'query_embed.weight': r(QUERIES, C),
-        'transformer.level_embed': r(1, C),
-        'transformer.enc_output.weight': r(C, C),
-        'transformer.enc_output.bias': r(C),
-        'transformer.enc_output_norm.weight': r(C),
-        'transformer.enc_output_norm.bias': r(C),
-        'transformer.pos_trans.weight': r(2 * C, 2 * C),
-        'transformer.pos_trans.bias': r(2 * C),
-        'transformer.pos_trans_norm.weight': r(2 * C),
-        'transformer.pos_trans_norm.bias': r(2 * C),
-        'transformer.enc_output_proj.0.0.weight': r(C, C, 2, 2),
-        'transformer.enc_output_proj.0.0.bias': r(C),
-        'transformer.enc_output_proj.2.0.weight': r(C, C, 2, 2),
-        'transformer.enc_output_proj.2.0.bias': r(C),
-        'transformer.enc_output_proj.3.0.weight': r(C, C, 2, 2),
-        'transformer.enc_output_proj.3.0.bias': r(C),
-        'transformer.enc_output_proj.3.1.ln.weight': r(C),
-        'transformer.enc_output_proj.3.1.ln.bias': r(C),
-        'transformer.enc_output_proj.3.3.weight': r(C, C, 2, 2),
-        'transformer.enc_output_proj.3.3.bias': r(C),
-        'transformer.decoder.final_layer_norm.weight': r(C),
-        'transformer.decoder.final_layer_norm.bias': r(C),
-    }
+    init_default_scope('mmdet')
+    sd = official_swin_v2(r) if backbone == 'swin' else official_resnet(r)
+    sd.update(
+        {
+            'input_proj.0.0.weight': r(C, CIN, 1, 1),
+            'input_proj.0.0.bias': r(C),
+            'input_proj.0.1.weight': r(C),
+            'input_proj.0.1.bias': r(C),
+            'query_embed.weight': r(QUERIES, C),
+            'transformer.level_embed': r(1, C),
+            'transformer.enc_output.weight': r(C, C),
+            'transformer.enc_output.bias': r(C),
+            'transformer.enc_output_norm.weight': r(C),
+            'transformer.enc_output_norm.bias': r(C),
+            'transformer.pos_trans.weight': r(2 * C, 2 * C),
+            'transformer.pos_trans.bias': r(2 * C),
+            'transformer.pos_trans_norm.weight': r(2 * C),
+            'transformer.pos_trans_norm.bias': r(2 * C),
+            'transformer.enc_output_proj.0.0.weight': r(C, C, 2, 2),
+            'transformer.enc_output_proj.0.0.bias': r(C),
+            'transformer.enc_output_proj.2.0.weight': r(C, C, 2, 2),
+            'transformer.enc_output_proj.2.0.bias': r(C),
+            'transformer.enc_output_proj.3.0.weight': r(C, C, 2, 2),
+            'transformer.enc_output_proj.3.0.bias': r(C),
+            'transformer.enc_output_proj.3.1.ln.weight': r(C),
+            'transformer.enc_output_proj.3.1.ln.bias': r(C),
+            'transformer.enc_output_proj.3.3.weight': r(C, C, 2, 2),
+            'transformer.enc_output_proj.3.3.bias': r(C),
+            'transformer.decoder.final_layer_norm.weight': r(C),
+            'transformer.decoder.final_layer_norm.bias': r(C),
+        }
+    )
     for lid in range(LAYERS):
         p = f'transformer.decoder.layers.{lid}.'
         for mlp in ('cpb_mlp1', 'cpb_mlp2'):
@@ -108,11 +175,80 @@ def converted_model():
 
 
 def test_every_official_tensor_lands_in_the_model(converted_model):
-    model, _, result, passed = converted_model
-    assert passed == ['backbone.0.net.body.patch_embed.proj.weight']
-    assert result.unexpected_keys == passed
-    assert all(k.startswith('backbone.') for k in result.missing_keys)
-    assert result.missing_keys  # this test model has a ResNet backbone
+    model, official, result, passed = converted_model
+    assert passed == []
+    assert result.missing_keys == result.unexpected_keys == []
+    torch.testing.assert_close(
+        model.backbone.layer2[0].downsample[0].weight,
+        official['backbone.0.body.layer2.0.downsample.0.weight'],
+    )
+
+
+@pytest.fixture
+def converted_swin_model():
+    init_default_scope('mmdet')
+    official = official_state_dict(backbone='swin')
+    converted, passed = load_converter().convert(official, LAYERS)
+    model = MODELS.build(
+        tiny_ia_detr_cfg(num_layers=LAYERS, **tiny_swin_v2_parts(C, SWIN))
+    )
+    return model, official, converted, passed
+
+
+def test_swin_v2_backbone_loads_strictly(converted_swin_model):
+    model, official, converted, passed = converted_swin_model
+    assert passed == []
+    assert not any('relative_' in k for k in converted)
+    # Strict: every official tensor lands, every model tensor is covered.
+    model.load_state_dict(converted, strict=True)
+    torch.testing.assert_close(
+        model.neck.necks[0].layers[0].weight,
+        official['backbone.0.upsample.0.weight'],
+    )
+    torch.testing.assert_close(
+        model.neck.necks[1].convs[0].conv.weight,
+        official['input_proj.0.0.weight'],
+    )
+    torch.testing.assert_close(
+        model.backbone.stages[3].blocks[1].ffn.layers[1].weight,
+        official['backbone.0.net.body.layers.3.blocks.1.mlp.fc2.weight'],
+    )
+
+
+def test_swin_v2_patch_merging_matches_the_official_order(
+    converted_swin_model,
+):
+    model, official, converted, _ = converted_swin_model
+    model.load_state_dict(converted, strict=True)
+    p = 'backbone.0.net.body.layers.1.downsample.'
+    c, h, w = 2 * SWIN, 5, 6
+    x = torch.randn(2, h, w, c)
+    # Official PatchMerging: pad to even, concatenate the 2x2 neighbours
+    # (0, 0), (1, 0), (0, 1), (1, 1), reduce, then normalise.
+    padded = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    merged = torch.cat(
+        [
+            padded[:, 0::2, 0::2],
+            padded[:, 1::2, 0::2],
+            padded[:, 0::2, 1::2],
+            padded[:, 1::2, 1::2],
+        ],
+        -1,
+    )
+    expected = F.layer_norm(
+        F.linear(merged, official[f'{p}reduction.weight']),
+        (2 * c,),
+        official[f'{p}norm.weight'],
+        official[f'{p}norm.bias'],
+        eps=1e-6,
+    )
+    actual, out_hw = model.backbone.stages[2].downsample(
+        x.flatten(1, 2), (h, w)
+    )
+    assert tuple(out_hw) == (3, 3)
+    torch.testing.assert_close(
+        actual, expected.flatten(1, 2), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_logit_rows_and_box_branches(converted_model):

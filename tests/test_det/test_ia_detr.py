@@ -1,11 +1,19 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from mmdet.registry import MODELS
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
+import xattn_mm.cls  # noqa: F401  (mmpretrain.GlobalSwinTransformerV2)
 import xattn_mm.det  # noqa: F401
-from xattn_mm.testing.one_shot import one_shot_batch, tiny_ia_detr_cfg
+from xattn_mm.testing.one_shot import (
+    one_shot_batch,
+    tiny_ia_detr_cfg,
+    tiny_swin_v2_parts,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -129,3 +137,93 @@ def test_invalid_configuration_and_inputs():
         model.extract_feat(torch.zeros(1, 3, 32, 32))
     with pytest.raises(TypeError, match='dict\\(target'):
         model.data_preprocessor(dict(inputs=[torch.zeros(3, 8, 8)]), False)
+
+
+def loss_and_predict(model):
+    data = model.data_preprocessor(one_shot_batch(), True)
+    losses = model(**data, mode='loss')
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(one_shot_batch(), False)
+        results = model(**data, mode='predict')
+    assert len(results[0].pred_instances) == 10
+    return losses
+
+
+def test_mmdet_swin_backbone_cut_at_stride_16():
+    neck = tiny_ia_detr_cfg()['neck']
+    neck['in_channels'] = [64]
+    model = build(
+        backbone=dict(
+            type='SwinTransformer',
+            embed_dims=16,
+            depths=(2, 2, 2),
+            num_heads=(1, 2, 4),
+            window_size=4,
+            out_indices=(2,),
+        ),
+        neck=neck,
+    )
+    loss_and_predict(model)
+    assert model.backbone.patch_embed.projection.weight.grad is not None
+
+
+def test_mmpretrain_backbone_from_a_config_file(tmp_path):
+    # A fresh process: the config's custom_imports alone must register
+    # everything, the mmpretrain backbone included.
+    config = tmp_path / 'ia_detr_swin_v2.py'
+    model = tiny_ia_detr_cfg(**tiny_swin_v2_parts())
+    config.write_text(
+        "custom_imports = dict(imports=['xattn_mm.det', 'xattn_mm.cls'], "
+        'allow_failed_imports=False)\n'
+        "default_scope = 'mmdet'\n"
+        f'model = {model!r}\n'
+    )
+    script = (
+        'import sys, torch\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        'cfg = Config.fromfile(sys.argv[1])\n'
+        'init_default_scope(cfg.default_scope)\n'
+        'from mmdet.registry import MODELS\n'
+        'from xattn_mm.testing.one_shot import one_shot_batch\n'
+        'model = MODELS.build(cfg.model)\n'
+        'model.init_weights()\n'
+        'data = model.data_preprocessor(one_shot_batch(), True)\n'
+        'losses = model(**data, mode="loss")\n'
+        'sum(losses.values()).backward()\n'
+        'print(type(model.backbone).__name__, type(model.neck).__name__)\n'
+        'print(all(torch.isfinite(v) for v in losses.values()))\n'
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', script, str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == [
+        'GlobalSwinTransformerV2 SequentialNeck',
+        'True',
+    ]
+
+
+def test_mmpretrain_swin_v2_with_upsampling_neck():
+    model = build(**tiny_swin_v2_parts())
+    losses = loss_and_predict(model)
+    assert losses['loss_cls'] > 0
+    assert model.neck.necks[0].layers[0].weight.grad is not None
+    grad = model.backbone.stages[3].blocks[1].attn.w_msa.qkv.weight.grad
+    assert grad.abs().sum() > 0
+
+
+def test_feature_stride_must_match():
+    parts = tiny_swin_v2_parts()
+    parts['neck'] = parts['neck']['necks'][1]
+    parts['neck']['in_channels'] = [128]  # stride 32, no upsampling
+    model = build(**parts)
+    data = model.data_preprocessor(one_shot_batch(), True)
+    with pytest.raises(
+        ValueError, match='is 2x3 .* feat_stride=16 expects 4x6'
+    ):
+        model(**data, mode='loss')

@@ -11,9 +11,23 @@ q/k/v, FFN, norms) and the heads. The official class logit has 3 channels
 (proposals on channel 0, "matches the exemplar" on channel 1); xattn_mm has
 one, so decoder branches take row 1 and the proposal branch row 0. The
 official proposal position embedding is ordered (x, y, w, h); mmdet's is
-(y, x, w, h), so the input columns of ``pos_trans`` are permuted. Backbone
-keys (``backbone.*``) are passed through under ``backbone.`` unchanged and
-reported: map them to your backbone's layout before loading strictly.
+(y, x, w, h), so the input columns of ``pos_trans`` are permuted.
+
+Backbones:
+
+- Swin V2 (``backbone.0.net.body.*`` with ``backbone.0.upsample.*``, or
+  ``backbone.0.body.*``) maps to mmpretrain's ``SwinTransformerV2`` layout,
+  as built by ``mmpretrain.GlobalSwinTransformerV2`` (the ``*_2global``
+  variants). Patch-merging weights are reordered from the official
+  concatenation order to ``nn.Unfold``'s; the relative-position buffers
+  are dropped (they are recomputed). The upsampling ConvTranspose goes to
+  ``neck.necks.0`` (a ``TransposedConvUpsample`` in a ``SequentialNeck``)
+  and the input projection to ``neck.necks.1``.
+- ResNet (``backbone.0.body.*``, torchvision names) maps to mmdet's
+  ``ResNet`` (the same names); its unused ``fc`` is dropped.
+
+Keys the converter does not know are kept under their official names and
+reported, so a strict load points at them.
 """
 
 import argparse
@@ -52,8 +66,31 @@ RENAMES: List[Tuple[str, str]] = [
     (r'\.linear1\.', '.ffn.layers.0.0.'),
     (r'\.linear2\.', '.ffn.layers.1.'),
 ]
-# The official decoder holds aliases of the heads: dropped.
-DROPPED = (r'^transformer\.decoder\.(bbox_embed|class_embed)\.',)
+# The official decoder holds aliases of the heads; Swin's relative-position
+# tables are buffers recomputed from the window size; ResNet's classifier is
+# unused: dropped.
+DROPPED = (
+    r'^transformer\.decoder\.(bbox_embed|class_embed)\.',
+    r'^backbone\.0\..*\.(relative_coords_table|relative_position_index)$',
+    r'^backbone\.0\.(net\.)?body\.fc\.',
+)
+# Official Swin V2 (after the body prefix) -> mmpretrain SwinTransformerV2.
+SWIN_RENAMES: List[Tuple[str, str]] = [
+    (r'^patch_embed\.proj\.', 'patch_embed.projection.'),
+    (
+        r'^layers\.(\d+)\.blocks\.(\d+)\.attn\.',
+        r'stages.\1.blocks.\2.attn.w_msa.',
+    ),
+    (
+        r'^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.',
+        r'stages.\1.blocks.\2.ffn.layers.0.0.',
+    ),
+    (
+        r'^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.',
+        r'stages.\1.blocks.\2.ffn.layers.1.',
+    ),
+    (r'^layers\.(\d+)\.blocks\.', r'stages.\1.blocks.'),
+]
 
 
 def _rename(key: str) -> str:
@@ -65,6 +102,71 @@ def _rename(key: str) -> str:
             if pattern.startswith('^'):
                 break
     return key
+
+
+def unfold_order(weight: torch.Tensor) -> torch.Tensor:
+    """Reorder a patch-merging ``reduction`` weight's input columns from
+    the official concatenation of the 2x2 neighbours, offsets (row, col)
+    (0, 0), (1, 0), (0, 1), (1, 1), each a block of C channels, to
+    ``nn.Unfold``'s order: channel-major, then row, then column."""
+    out_dims, in_dims = weight.shape
+    blocks = weight.view(out_dims, 4, in_dims // 4)
+    # Unfold position p = 2 * row + col holds official block [0, 2, 1, 3][p].
+    return blocks[:, [0, 2, 1, 3]].transpose(1, 2).reshape(out_dims, in_dims)
+
+
+def _convert_swin_v2(
+    key: str, value: torch.Tensor
+) -> Tuple[str, torch.Tensor]:
+    """One official Swin V2 key (body prefix removed) in mmpretrain's
+    layout; unknown keys come back unchanged."""
+    match = re.match(r'^layers\.(\d+)\.downsample\.(.+)$', key)
+    if match:
+        # Official stages end with their downsampling, mmpretrain's begin
+        # with it.
+        stage, name = int(match.group(1)), match.group(2)
+        if name == 'reduction.weight':
+            value = unfold_order(value)
+        return f'stages.{stage + 1}.downsample.{name}', value
+    for pattern, repl in SWIN_RENAMES:
+        new = re.sub(pattern, repl, key)
+        if new != key:
+            return new, value
+    return key, value
+
+
+def _backbone_keys(
+    state_dict: Dict[str, torch.Tensor],
+) -> Tuple[OrderedDict, List[str], bool]:
+    """The backbone and upsampling tensors in xattn_mm's layout, the
+    official names kept unchanged, and whether there is an upsampling neck."""
+    out: OrderedDict = OrderedDict()
+    kept = []
+    upsample = any(k.startswith('backbone.0.upsample.') for k in state_dict)
+    is_swin = any('.blocks.' in k for k in state_dict)
+    for key, value in state_dict.items():
+        if not key.startswith('backbone.') or any(
+            re.match(p, key) for p in DROPPED
+        ):
+            continue
+        match = re.match(r'^backbone\.0\.(?:net\.)?body\.(.+)$', key)
+        if match and is_swin:
+            name, value = _convert_swin_v2(match.group(1), value)
+            if name.startswith(('patch_embed.', 'stages.', 'norm')):
+                out['backbone.' + name] = value
+                continue
+        elif match:
+            out['backbone.' + match.group(1)] = value  # ResNet: same names
+            continue
+        match = re.match(r'^backbone\.0\.upsample\.(\d+)\.(?:ln\.)?(.+)$', key)
+        if match:
+            out[f'neck.necks.0.layers.{match.group(1)}.{match.group(2)}'] = (
+                value
+            )
+            continue
+        out[key] = value
+        kept.append(key)
+    return out, kept, upsample
 
 
 def convert(
@@ -79,16 +181,14 @@ def convert(
 
     Returns:
         tuple[OrderedDict, list[str]]: The xattn_mm state dict and the
-        official backbone keys that were passed through unchanged.
+        official keys the converter does not know, kept unchanged.
     """
-    out: OrderedDict = OrderedDict()
-    passed = []
+    out, passed, upsample = _backbone_keys(state_dict)
+    neck = 'neck.necks.1.' if upsample else 'neck.'
     for key, value in state_dict.items():
-        if any(re.match(p, key) for p in DROPPED):
-            continue
-        if key.startswith('backbone.'):
-            out[key] = value
-            passed.append(key)
+        if key.startswith('backbone.') or any(
+            re.match(p, key) for p in DROPPED
+        ):
             continue
         match = re.match(r'^class_embed\.(\d+)\.(weight|bias)$', key)
         if match:
@@ -114,6 +214,8 @@ def convert(
                 out[f'{prefix}.{name}.{match.group(2)}'] = part.clone()
             continue
         new_key = _rename(key)
+        if new_key.startswith('neck.'):
+            new_key = neck + new_key[len('neck.') :]
         if new_key == 'pos_trans_fc.weight':
             # Input blocks (x, y, w, h) -> mmdet's (y, x, w, h).
             x, y, w, h = value.chunk(4, dim=1)
@@ -153,7 +255,7 @@ def main() -> None:
     )
     print(
         f'wrote {len(converted)} tensors to {args.dst}; {len(passed)} '
-        'backbone tensors kept under their official names.'
+        f'tensors kept under their official names: {passed}'
     )
 
 

@@ -111,6 +111,65 @@ def tiny_ia_detr_cfg(
     return cfg
 
 
+def tiny_swin_v2_parts(embed_dims: int = 32, swin_dims: int = 16) -> dict:
+    """``backbone``, ``neck`` and ``data_preprocessor`` of the official
+    IA-DETR layout, scaled down: mmpretrain's Swin V2 with a global last stage
+    (``GlobalSwinTransformerV2``, registered by ``xattn_mm.cls``), its
+    stride-32 output upsampled to stride 16 by one transposed convolution,
+    then the 1x1 conv + GroupNorm input projection. The canvas is padded to
+    a multiple of 32, the deepest stride.
+
+    Args:
+        embed_dims (int): Transformer channels. Defaults to 32.
+        swin_dims (int): Swin stem channels; the last stage has 8x.
+            Defaults to 16.
+
+    Returns:
+        dict: Overrides for :func:`tiny_ia_detr_cfg`.
+    """
+    norm = dict(type='LN', eps=1e-6)  # the official LayerNorms
+    preprocessor = tiny_ia_detr_cfg()['data_preprocessor']
+    preprocessor['pad_size_divisor'] = 32
+    return dict(
+        data_preprocessor=preprocessor,
+        backbone=dict(
+            type='mmpretrain.GlobalSwinTransformerV2',
+            arch=dict(
+                embed_dims=swin_dims,
+                depths=[2, 2, 2, 2],
+                num_heads=[1, 2, 2, 4],
+                extra_norm_every_n_blocks=0,
+            ),
+            window_size=4,
+            pretrained_window_sizes=[4, 4, 4, 2],
+            out_indices=(3,),
+            pad_small_map=True,
+            norm_cfg=norm,
+            patch_cfg=dict(norm_cfg=norm),
+            stage_cfgs=dict(
+                block_cfgs=dict(norm_cfg=norm),
+                downsample_cfg=dict(use_post_norm=True, norm_cfg=norm),
+            ),
+        ),
+        neck=dict(
+            type='SequentialNeck',
+            necks=[
+                dict(type='TransposedConvUpsample', in_channels=8 * swin_dims),
+                dict(
+                    type='ChannelMapper',
+                    in_channels=[4 * swin_dims],
+                    kernel_size=1,
+                    out_channels=embed_dims,
+                    bias=True,
+                    act_cfg=None,
+                    norm_cfg=dict(type='GN', num_groups=8),
+                    num_outs=1,
+                ),
+            ],
+        ),
+    )
+
+
 def one_shot_batch(
     sizes: Sequence[Tuple[int, int]] = ((64, 80), (48, 64)),
     exemplar_sizes: Sequence[Tuple[int, int]] = ((32, 32), (40, 24)),

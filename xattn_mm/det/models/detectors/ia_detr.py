@@ -16,40 +16,7 @@ from mmdet.structures import OptSampleList
 from mmengine.model import ModuleList
 from torch import Tensor, nn
 
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-def _resample(channels: int, in_stride: int, out_stride: int) -> nn.Module:
-    """Map a stride-``in_stride`` map to stride ``out_stride`` with 2x
-    (transposed) convolutions, LayerNorm and GELU between them."""
-    if out_stride == in_stride:
-        return nn.Identity()
-    down = out_stride > in_stride
-    steps = int(
-        round(
-            math.log2(max(out_stride, in_stride) / min(out_stride, in_stride))
-        )
-    )
-    if 2**steps * min(out_stride, in_stride) != max(out_stride, in_stride):
-        raise ValueError(
-            f'proposal stride {out_stride} must be the input stride '
-            f'{in_stride} times or divided by a power of 2.'
-        )
-    conv = nn.Conv2d if down else nn.ConvTranspose2d
-    layers = []
-    for _ in range(steps - 1):
-        layers += [
-            conv(channels, channels, 2, 2),
-            ChannelLayerNorm(channels),
-            nn.GELU(),
-        ]
-    layers.append(conv(channels, channels, 2, 2))
-    return nn.Sequential(*layers)
+from ..layers.resample import resample_stack, stride_steps
 
 
 def _valid_ratios(mask: Tensor) -> Tensor:
@@ -143,12 +110,15 @@ class IADETR(DetectionTransformer):
         self.query_embedding = nn.Embedding(
             self.num_queries + self.num_queries_one2many, c
         )
-        self.proposal_projs = ModuleList(
-            [
-                _resample(c, self.feat_stride, stride)
-                for stride in self.proposal_strides
-            ]
-        )
+        projs = []
+        for stride in self.proposal_strides:
+            steps = stride_steps(self.feat_stride, stride, 'proposal_strides')
+            projs.append(
+                resample_stack(
+                    [c] * (steps + 1), upsample=stride < self.feat_stride
+                )
+            )
+        self.proposal_projs = ModuleList(projs)
 
     def init_weights(self) -> None:
         """Xavier for the transformer glue, normal level embedding; the
@@ -227,6 +197,19 @@ class IADETR(DetectionTransformer):
         batch, c, h, w = target.shape
         metas = [s.metainfo for s in batch_data_samples]
         canvas_h, canvas_w = metas[0]['batch_input_shape']
+        expected = (
+            math.ceil(canvas_h / self.feat_stride),
+            math.ceil(canvas_w / self.feat_stride),
+        )
+        if (h, w) != expected:
+            raise ValueError(
+                f'the feature map is {h}x{w} for a {canvas_h}x{canvas_w} '
+                f'canvas; feat_stride={self.feat_stride} expects '
+                f'{expected[0]}x{expected[1]}. Set feat_stride to the '
+                "backbone/neck output stride, and the data preprocessor's "
+                'pad_size_divisor to a multiple of the deepest backbone '
+                'stride (32 for a stride-32 stage upsampled to 16).'
+            )
         masks = []
         for key in ('img_shape', 'exemplar_shape'):
             mask = target.new_ones((batch, canvas_h, canvas_w))
