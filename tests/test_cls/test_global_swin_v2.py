@@ -1,7 +1,7 @@
 import pytest
 import torch
-from mmpretrain.models.utils.attention import WindowMSAV2
 from mmengine.registry import init_default_scope
+from mmpretrain.models.utils.attention import WindowMSAV2
 from mmpretrain.registry import MODELS
 
 import xattn_mm.cls  # noqa: F401

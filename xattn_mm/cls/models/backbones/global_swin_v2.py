@@ -20,13 +20,13 @@ _RELATIVE_BUFFERS = ('relative_coords_table', 'relative_position_index')
 def log_spaced_coords(
     height: int, width: int, pretrained_size: Tuple[int, int]
 ) -> Tensor:
-    """Swin V2's log-spaced relative coordinates for an ``height`` x
+    """Swin V2's log-spaced relative coordinates for a ``height`` x
     ``width`` window, normalised by the pretraining window size (or by the
     window itself when ``pretrained_size`` is 0).
 
     Returns:
-        Tensor: (2 * height - 1, 2 * width - 1, 2) coordinates in [-1, 1]
-        for the training window size.
+        Tensor: (2 * height - 1, 2 * width - 1, 2) coordinates, ±1 at the
+        pretraining window's edge.
     """
     rows = torch.arange(1 - height, height, dtype=torch.float32)
     cols = torch.arange(1 - width, width, dtype=torch.float32)
@@ -34,7 +34,7 @@ def log_spaced_coords(
     rows = rows / ((ph if ph > 0 else height) - 1 or 1)
     cols = cols / ((pw if pw > 0 else width) - 1 or 1)
     table = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1) * 8
-    return torch.sign(table) * torch.log2(table.abs() + 1) / 3
+    return torch.sign(table) * torch.log2(table.abs() + 1) / 3  # log2(8)
 
 
 def relative_index(height: int, width: int) -> Tensor:
