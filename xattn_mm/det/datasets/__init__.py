@@ -1,1 +1,5 @@
+from .one_shot_dataset import OneShotDataset
+from .one_shot_splits import coco_unseen_classes, one_shot_split
 from .transforms import *  # noqa: F401,F403
+
+__all__ = ['OneShotDataset', 'coco_unseen_classes', 'one_shot_split']

@@ -1,3 +1,3 @@
-from .one_shot import PackOneShotInputs, RandomPatchExemplar
+from .one_shot import CropExemplar, PackOneShotInputs, RandomPatchExemplar
 
-__all__ = ['PackOneShotInputs', 'RandomPatchExemplar']
+__all__ = ['CropExemplar', 'PackOneShotInputs', 'RandomPatchExemplar']

@@ -17,8 +17,27 @@ class PackOneShotInputs(PackDetInputs):
 
     Returns ``inputs=dict(target=Tensor, exemplar=Tensor)`` (each (C, H, W))
     for :class:`OneShotDetDataPreprocessor`; other arguments as
-    :class:`PackDetInputs`.
+    :class:`PackDetInputs`. The default ``meta_keys`` add the pair's
+    ``exemplar_label``, ``exemplar_instance`` and ``draw`` (set by
+    :class:`OneShotDataset`); missing keys are skipped.
     """
+
+    def __init__(
+        self,
+        meta_keys: Tuple[str, ...] = (
+            'img_id',
+            'img_path',
+            'ori_shape',
+            'img_shape',
+            'scale_factor',
+            'flip',
+            'flip_direction',
+            'exemplar_label',
+            'exemplar_instance',
+            'draw',
+        ),
+    ) -> None:
+        super().__init__(meta_keys=meta_keys)
 
     def transform(self, results: dict) -> dict:
         if 'exemplar_img' not in results:
@@ -32,6 +51,28 @@ class PackOneShotInputs(PackDetInputs):
             target=packed['inputs'], exemplar=exemplar['inputs']
         )
         return packed
+
+
+@TRANSFORMS.register_module()
+class CropExemplar(BaseTransform):
+    """Crop ``results['img']`` to ``results['exemplar_bbox']`` (x1, y1, x2,
+    y2 in pixels, clipped to the image; at least one pixel each way).
+
+    Required keys: ``img``, ``exemplar_bbox``. Modified keys: ``img``,
+    ``img_shape``.
+    """
+
+    def transform(self, results: dict) -> dict:
+        img = results['img']
+        h, w = img.shape[:2]
+        x1, y1, x2, y2 = np.asarray(results['exemplar_bbox'], np.float64)
+        x1 = int(np.clip(np.floor(x1), 0, w - 1))
+        y1 = int(np.clip(np.floor(y1), 0, h - 1))
+        x2 = int(np.clip(np.ceil(x2), x1 + 1, w))
+        y2 = int(np.clip(np.ceil(y2), y1 + 1, h))
+        results['img'] = img[y1:y2, x1:x2].copy()
+        results['img_shape'] = results['img'].shape[:2]
+        return results
 
 
 @TRANSFORMS.register_module()

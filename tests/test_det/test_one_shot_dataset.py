@@ -1,0 +1,288 @@
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmcv.transforms import BaseTransform
+from mmdet.registry import DATASETS, TRANSFORMS
+from mmengine.dataset import BaseDataset, Compose, pseudo_collate
+from mmengine.registry import init_default_scope
+from torch.utils.data import DataLoader
+
+import xattn_mm.det  # noqa: F401
+from xattn_mm.det.datasets import coco_unseen_classes, one_shot_split
+
+DATA = os.environ.get('XATTN_DATA')
+needs_data = pytest.mark.skipif(
+    not DATA, reason='XATTN_DATA (the shared real datasets) is not set'
+)
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    init_default_scope('mmdet')
+
+
+def test_coco_unseen_lists_by_name():
+    # Hand-checked against ../shared/data/README.md (contiguous index i,
+    # unseen when i % 4 == g % 4).
+    expected = {
+        1: 'person airplane boat parking_meter dog elephant backpack '
+        'suitcase sports_ball skateboard wine_glass spoon sandwich hot_dog '
+        'chair dining_table mouse microwave refrigerator scissors',
+        2: 'bicycle bus traffic_light bench horse bear umbrella frisbee kite '
+        'surfboard cup bowl orange pizza couch toilet remote oven book '
+        'teddy_bear',
+        3: 'car train fire_hydrant bird sheep zebra handbag skis '
+        'baseball_bat tennis_racket fork banana broccoli donut '
+        'potted_plant tv keyboard toaster clock hair_drier',
+        4: 'motorcycle truck stop_sign cat cow giraffe tie snowboard '
+        'baseball_glove bottle knife apple carrot cake bed laptop '
+        'cell_phone sink vase toothbrush',
+    }
+    for split, names in expected.items():
+        unseen = coco_unseen_classes(split)
+        assert unseen == tuple(n.replace('_', ' ') for n in names.split())
+    everything = sum((coco_unseen_classes(g) for g in (1, 2, 3, 4)), ())
+    assert len(set(everything)) == 80
+    with pytest.raises(ValueError, match='1..4'):
+        coco_unseen_classes(0)
+
+
+def test_voc_split():
+    from mmdet.datasets import VOCDataset
+
+    seen, unseen = one_shot_split('voc', VOCDataset.METAINFO['classes'])
+    assert unseen == ('aeroplane', 'cat', 'cow', 'sheep')
+    assert len(seen) == 16 and 'person' in seen and 'aeroplane' not in seen
+    with pytest.raises(ValueError, match='standard'):
+        one_shot_split('voc', ('a', 'b'))
+    with pytest.raises(ValueError, match='split must be one of'):
+        one_shot_split('coco5', ())
+
+
+@DATASETS.register_module(force=True)
+class ToyDetection(BaseDataset):
+    """Instances given as (label, ignore) lists per image."""
+
+    METAINFO = dict(classes=('a', 'b', 'c'))
+
+    def __init__(self, images, **kwargs):
+        self.images = images
+        super().__init__(serialize_data=False, **kwargs)
+
+    def load_data_list(self):
+        return [
+            dict(
+                img_id=i,
+                img_path=f'{i}.png',
+                instances=[
+                    dict(
+                        bbox=[j, j, j + 4, j + 4],
+                        bbox_label=lab,
+                        ignore_flag=ign,
+                    )
+                    for j, (lab, ign) in enumerate(insts)
+                ],
+            )
+            for i, insts in enumerate(self.images)
+        ]
+
+
+@TRANSFORMS.register_module(force=True)
+class ToyLoad(BaseTransform):
+    def transform(self, results):
+        results['img'] = np.zeros((8, 8, 3), np.uint8)
+        return results
+
+
+def toy(images, **kwargs):
+    return DATASETS.build(
+        dict(
+            type='OneShotDataset',
+            dataset=dict(type='ToyDetection', images=images),
+            **kwargs,
+        )
+    )
+
+
+def test_class_choice_is_inverse_to_candidate_count():
+    # Image 0 holds a and b; a has 8 candidates in total, b has 2, so b is
+    # chosen 4x as often as a.
+    images = [[(0, 0), (1, 0)]] + [[(0, 0)]] * 7 + [[(1, 0)]]
+    ds = toy(images, unseen_classes=['c'])
+    np.random.seed(0)
+    labels = [ds.get_pair(0)[1] for _ in range(4000)]
+    share_b = np.mean(np.array(labels) == 1)
+    # Expected 0.8; 5 standard deviations of a binomial(4000, 0.8) = 0.032.
+    assert abs(share_b - 0.8) < 0.032, share_b
+    np.testing.assert_allclose(ds.class_weights([0, 1]), [0.2, 0.8])
+
+
+def test_train_pairs_respect_the_rules():
+    images = [
+        [(0, 0), (2, 0), (1, 1)],  # c is unseen, the b is ignored
+        [(0, 0)],
+        [(2, 0)],  # unseen only: dropped
+        [(1, 0)],  # b's only candidate: no exemplar elsewhere, dropped
+        [(1, 1), (0, 1)],  # only ignored objects: dropped
+    ]
+    ds = toy(images, unseen_classes=['c'])
+    assert ds.seen_classes == ('a', 'b') and ds.unseen_classes == ('c',)
+    assert [idx for idx, _ in ds.samples] == [0, 1]
+    np.random.seed(1)
+    for index in range(len(ds)):
+        for _ in range(50):
+            idx, label, (ex_idx, ex_inst), _ = ds.get_pair(index)
+            assert ex_idx != idx
+            inst = images[ex_idx][ex_inst]
+            assert inst == (label, 0) and label != 2
+    # The target keeps every box of the chosen class, as label 0.
+    with pytest.raises(KeyError, match='exemplar_pipeline'):
+        ds[0]
+    ds.exemplar_pipeline = Compose([dict(type='ToyLoad')])
+    item = ds[0]
+    assert [i['bbox_label'] for i in item['instances']] == [0]
+    assert item['exemplar_label'] == 0 and item['draw'] == -1
+
+
+def test_test_samples_and_draws():
+    images = [[(2, 0), (2, 0), (0, 0)], [(2, 0)], [(2, 0)], [(2, 1)]]
+    ds = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
+    # (draw, image, class) for every image holding a non-ignored c.
+    assert ds.samples == [(k, i, 2) for k in (0, 1) for i in (0, 1, 2)]
+    pairs = [ds.get_pair(i) for i in range(len(ds))]
+    for idx, label, (ex_idx, _), draw in pairs:
+        assert ex_idx != idx and label == 2 and draw in (0, 1)
+    # Draw k of image 1 is element k of its shuffled candidate list.
+    import random
+
+    others = [(0, 0), (0, 1), (2, 0)]
+    random.Random(1).shuffle(others)
+    assert pairs[1][2] == others[0] and pairs[4][2] == others[1]
+    again = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
+    assert [again.get_pair(i) for i in range(len(ds))] == pairs
+    seen = toy(
+        images, unseen_classes=['c'], test_mode=True, test_classes='seen'
+    )
+    assert seen.samples == []  # a has no candidate outside image 0
+
+
+def _coco(split_file, split, test_mode):
+    root = osp.join(DATA, 'coco128')
+    return DATASETS.build(
+        dict(
+            type='OneShotDataset',
+            split=split,
+            test_mode=test_mode,
+            dataset=dict(
+                type='CocoDataset',
+                data_root=root,
+                ann_file=f'annotations/instances_{split_file}.json',
+                data_prefix=dict(img=f'{split_file}/'),
+                filter_cfg=dict(filter_empty_gt=False),
+                pipeline=[],
+                test_mode=True,
+            ),
+            exemplar_pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='CropExemplar'),
+                dict(type='Resize', scale=(32, 32), keep_ratio=False),
+            ],
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', with_bbox=True),
+                dict(type='PackOneShotInputs'),
+            ],
+        )
+    )
+
+
+@needs_data
+@pytest.mark.parametrize(
+    'split_file, split, seen, unseen',
+    [
+        # ../shared/data/README.md, "COCO: 4 splits" (non-crowd objects).
+        ('train2017', 'coco1', 515, 414),
+        ('train2017', 'coco4', 787, 142),
+        ('val2017', 'coco2', 755, 143),
+        ('val2017', 'coco3', 758, 140),
+    ],
+)
+def test_coco128_counts_match_the_data_readme(split_file, split, seen, unseen):
+    ds = _coco(split_file, split, test_mode=False)
+    classes = ds.metainfo['classes']
+
+    def count(names):
+        return sum(len(ds.candidates[classes.index(c)]) for c in names)
+
+    assert (count(ds.seen_classes), count(ds.unseen_classes)) == (seen, unseen)
+
+
+@needs_data
+def test_voc_train_drops_unseen_only_images_and_difficult_exemplars():
+    root = osp.join(DATA, 'VOCdevkit')
+    ds = DATASETS.build(
+        dict(
+            type='OneShotDataset',
+            split='voc',
+            dataset=dict(
+                type='VOCDataset',
+                data_root=root,
+                ann_file='VOC2012/ImageSets/Main/trainval.txt',
+                data_prefix=dict(sub_data_root='VOC2012/'),
+                pipeline=[],
+            ),
+        )
+    )
+    kept = [ds.dataset.get_data_info(i)['img_id'] for i, _ in ds.samples]
+    # Hand-checked from the XML: 000033 holds only aeroplanes (unseen);
+    # 000039 (tvmonitor) and 000042 (train) hold the only instances of their
+    # class, so no exemplar from another image exists; the people of 000027
+    # and 000032 pair with each other.
+    assert kept == ['2007_000027', '2007_000032']
+    for index in range(len(ds)):
+        idx, label, (ex_idx, ex_inst), _ = ds.get_pair(index)
+        inst = ds.dataset.get_data_info(ex_idx)['instances'][ex_inst]
+        assert ex_idx != idx and not inst['ignore_flag']
+        assert ds.metainfo['classes'][label] in ds.seen_classes
+
+
+@needs_data
+def test_coco_test_draws_ignore_workers_and_ranks():
+    ds = _coco('val2017', 'coco1', test_mode=True)
+    subset = list(range(0, len(ds), max(1, len(ds) // 12)))[:12]
+
+    def drawn(loader):
+        return {
+            (s.draw, s.img_id, s.exemplar_label): s.exemplar_instance
+            for batch in loader
+            for s in batch['data_samples']
+        }
+
+    def loader(indices, workers, batch):
+        return DataLoader(
+            [ds[i] for i in indices] if workers == 0 else _Subset(ds, indices),
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=pseudo_collate,
+        )
+
+    single = drawn(loader(subset, 0, 1))
+    assert len(single) == len(subset)
+    assert drawn(loader(subset, 2, 3)) == single
+    ranks = {}
+    for rank in range(2):  # DefaultSampler gives rank r indices[r::2]
+        ranks.update(drawn(loader(subset[rank::2], 0, 2)))
+    assert ranks == single
+
+
+class _Subset:
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.ds[self.indices[i]]

@@ -1,0 +1,247 @@
+"""One-shot (target, exemplar) pairs over an mmdet detection dataset, with
+the CoAE / BHRL protocol's splits and exemplar draws (docs/protocols.md)."""
+
+import copy
+import random
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from mmdet.registry import DATASETS
+from mmengine.dataset import BaseDataset, Compose, force_full_init
+
+from .one_shot_splits import one_shot_split
+
+
+@DATASETS.register_module()
+class OneShotDataset:
+    """Wrap an mmdet detection dataset (``VOCDataset``, ``CocoDataset``, or a
+    ``ConcatDataset`` of them) into one-shot pairs.
+
+    Every non-ignored instance (not ``difficult``, not crowd) is an exemplar
+    candidate of its class. Ignored instances never are.
+
+    - **Training** (``test_mode=False``): one sample per target image that
+      holds a seen class with a candidate in another image. Each time it is
+      loaded, a class ``c`` among those is chosen with probability
+      proportional to 1 / (number of candidates of ``c``), and the exemplar is
+      a random candidate of ``c`` from a different image. The target's ground
+      truth is every box of ``c`` (label 0, ignore flags kept); everything
+      else, unseen objects included, is background.
+    - **Testing** (``test_mode=True``): one sample per (draw, image, test class
+      present in the image). For draw ``k`` the exemplar is element
+      ``k mod n`` of that class's candidates in the other images, shuffled by
+      ``random.Random(img_id)``. Draws depend only on the image id, never on
+      workers, ranks or batch size.
+
+    The exemplar's image goes through ``exemplar_pipeline`` with the
+    candidate's box in ``exemplar_bbox`` (e.g. ``LoadImageFromFile``,
+    ``CropExemplar``, augmentations, a fixed resize); its ``img`` becomes the
+    target's ``exemplar_img``, and the target goes through ``pipeline``
+    (ending with ``PackOneShotInputs``). ``exemplar_label`` (the class index
+    in the wrapped dataset), ``exemplar_instance`` (image id and box) and
+    ``draw`` are set for both pipelines.
+
+    Args:
+        dataset (dict | BaseDataset): The detection dataset, built with all
+            its classes and an empty ``pipeline``.
+        split (str, optional): ``'voc'`` or ``'coco1'`` .. ``'coco4'``.
+        unseen_classes (Sequence[str], optional): Instead of ``split``: the
+            unseen class names (any dataset, e.g. the synthetic one).
+        test_mode (bool): Build test samples. Defaults to False.
+        test_classes (str): ``'unseen'``, ``'seen'`` or ``'all'``: the classes
+            a test run evaluates. Defaults to 'unseen'.
+        draws (Sequence[int]): Exemplar draws ``k`` of a test run; the metric
+            averages over them. Defaults to (0, 1, 2, 3, 4).
+        pipeline (list[dict]): Target pipeline. Defaults to [].
+        exemplar_pipeline (list[dict]): Exemplar pipeline. Defaults to [].
+        lazy_init (bool): Index on first use. Defaults to False.
+    """
+
+    def __init__(
+        self,
+        dataset: Union[dict, BaseDataset],
+        split: Optional[str] = None,
+        unseen_classes: Optional[Sequence[str]] = None,
+        test_mode: bool = False,
+        test_classes: str = 'unseen',
+        draws: Sequence[int] = (0, 1, 2, 3, 4),
+        pipeline: Sequence[dict] = (),
+        exemplar_pipeline: Sequence[dict] = (),
+        lazy_init: bool = False,
+    ) -> None:
+        if (split is None) == (unseen_classes is None):
+            raise ValueError(
+                'OneShotDataset needs exactly one of split (voc, coco1..4) '
+                'and unseen_classes.'
+            )
+        if test_classes not in ('unseen', 'seen', 'all'):
+            raise ValueError(
+                "test_classes must be 'unseen', 'seen' or 'all', got "
+                f'{test_classes!r}.'
+            )
+        if not draws or any(int(k) != k or k < 0 for k in draws):
+            raise ValueError(
+                f'draws must be non-negative ints, got {tuple(draws)!r}.'
+            )
+        self.dataset = (
+            DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        )
+        self.split = split
+        self._unseen_names = unseen_classes
+        self.test_mode = test_mode
+        self.test_classes = test_classes
+        self.draws = tuple(int(k) for k in draws)
+        self.pipeline = Compose(list(pipeline))
+        self.exemplar_pipeline = Compose(list(exemplar_pipeline))
+        self._fully_initialized = False
+        if not lazy_init:
+            self.full_init()
+
+    @property
+    def metainfo(self) -> dict:
+        """The wrapped dataset's metainfo, plus ``seen_classes``,
+        ``unseen_classes`` and ``test_class_names``."""
+        meta = copy.deepcopy(self.dataset.metainfo)
+        meta.update(
+            seen_classes=self.seen_classes,
+            unseen_classes=self.unseen_classes,
+            test_class_names=self.test_class_names,
+            draws=self.draws,
+        )
+        return meta
+
+    def full_init(self) -> None:
+        """Index the candidates of every class and build the samples."""
+        if self._fully_initialized:
+            return
+        self.dataset.full_init()
+        classes = tuple(self.dataset.metainfo['classes'])
+        if self.split is not None:
+            seen, unseen = one_shot_split(self.split, classes)
+        else:
+            missing = set(self._unseen_names) - set(classes)
+            if missing:
+                raise ValueError(
+                    f'unseen_classes {sorted(missing)} are not classes of '
+                    f'the dataset {classes}.'
+                )
+            unseen = tuple(c for c in classes if c in self._unseen_names)
+            seen = tuple(c for c in classes if c not in unseen)
+        self.seen_classes, self.unseen_classes = seen, unseen
+        self.test_class_names = {
+            'unseen': unseen,
+            'seen': seen,
+            'all': classes,
+        }[self.test_classes]
+        self._classes = classes
+
+        # candidates[label] = [(data index, instance index), ...] in dataset
+        # order; present[data index] = labels with a candidate there.
+        self.candidates: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
+        present: List[List[int]] = []
+        for idx in range(len(self.dataset)):
+            labels = []
+            for j, inst in enumerate(
+                self.dataset.get_data_info(idx)['instances']
+            ):
+                if not inst.get('ignore_flag', 0):
+                    self.candidates[inst['bbox_label']].append((idx, j))
+                    labels.append(inst['bbox_label'])
+            present.append(sorted(set(labels)))
+        self._candidate_images = {
+            label: {idx for idx, _ in cands}
+            for label, cands in self.candidates.items()
+        }
+
+        if self.test_mode:
+            wanted = {classes.index(c) for c in self.test_class_names}
+            pairs = [
+                (idx, label)
+                for idx, labels in enumerate(present)
+                for label in labels
+                if label in wanted and self._has_other_image(label, idx)
+            ]
+            self.samples = [
+                (k, idx, label) for k in self.draws for idx, label in pairs
+            ]
+        else:
+            seen_labels = {classes.index(c) for c in seen}
+            self.samples = []
+            for idx, labels in enumerate(present):
+                usable = [
+                    label
+                    for label in labels
+                    if label in seen_labels
+                    and self._has_other_image(label, idx)
+                ]
+                if usable:
+                    self.samples.append((idx, usable))
+        self._fully_initialized = True
+
+    def _has_other_image(self, label: int, idx: int) -> bool:
+        images = self._candidate_images.get(label, ())
+        return len(images) > 1 or (len(images) == 1 and idx not in images)
+
+    def class_weights(self, labels: Sequence[int]) -> np.ndarray:
+        """Probabilities of choosing each of ``labels`` for a training
+        target: proportional to 1 / number of candidates."""
+        weights = np.array([1.0 / len(self.candidates[c]) for c in labels])
+        return weights / weights.sum()
+
+    @force_full_init
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @force_full_init
+    def get_pair(self, index: int) -> Tuple[int, int, Tuple[int, int], int]:
+        """(target data index, class label, exemplar (data index, instance
+        index), draw) of sample ``index``; training samples are random."""
+        if self.test_mode:
+            draw, idx, label = self.samples[index]
+            others = [c for c in self.candidates[label] if c[0] != idx]
+            random.Random(self._image_id(idx)).shuffle(others)
+            return idx, label, others[draw % len(others)], draw
+        idx, labels = self.samples[index]
+        label = labels[
+            np.random.choice(len(labels), p=self.class_weights(labels))
+        ]
+        cands = self.candidates[label]
+        while True:  # some candidate is in another image (see full_init)
+            exemplar = cands[np.random.randint(len(cands))]
+            if exemplar[0] != idx:
+                return idx, label, exemplar, -1
+
+    def _image_id(self, idx: int):
+        info = self.dataset.get_data_info(idx)
+        return info.get('img_id', info.get('img_path'))
+
+    def __getitem__(self, index: int) -> dict:
+        idx, label, (ex_idx, ex_inst), draw = self.get_pair(index)
+        exemplar_info = self.dataset.get_data_info(ex_idx)
+        box = exemplar_info['instances'][ex_inst]['bbox']
+        shared = dict(
+            exemplar_label=label,
+            exemplar_instance=(exemplar_info.get('img_id'), tuple(box)),
+            draw=draw,
+        )
+        exemplar = dict(
+            img_path=exemplar_info['img_path'],
+            img_id=exemplar_info.get('img_id'),
+            exemplar_bbox=np.array(box, dtype=np.float32),
+            **shared,
+        )
+        exemplar = self.exemplar_pipeline(exemplar)
+        if 'img' not in exemplar:
+            raise KeyError(
+                'exemplar_pipeline must produce the exemplar image in '
+                '"img" (start it with LoadImageFromFile, then CropExemplar).'
+            )
+        target = self.dataset.get_data_info(idx)
+        target['instances'] = [
+            dict(inst, bbox_label=0)
+            for inst in target['instances']
+            if inst['bbox_label'] == label
+        ]
+        target.update(shared, exemplar_img=exemplar['img'])
+        return self.pipeline(target)
