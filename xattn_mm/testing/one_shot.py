@@ -128,10 +128,9 @@ def tiny_swin_v2_parts(embed_dims: int = 32, swin_dims: int = 16) -> dict:
         dict: Overrides for :func:`tiny_ia_detr_cfg`.
     """
     norm = dict(type='LN', eps=1e-6)  # the official LayerNorms
-    preprocessor = tiny_ia_detr_cfg()['data_preprocessor']
-    preprocessor['pad_size_divisor'] = 32
+    base = tiny_ia_detr_cfg(embed_dims=embed_dims)
     return dict(
-        data_preprocessor=preprocessor,
+        data_preprocessor=dict(base['data_preprocessor'], pad_size_divisor=32),
         backbone=dict(
             type='mmpretrain.GlobalSwinTransformerV2',
             arch=dict(
@@ -155,16 +154,7 @@ def tiny_swin_v2_parts(embed_dims: int = 32, swin_dims: int = 16) -> dict:
             type='SequentialNeck',
             necks=[
                 dict(type='TransposedConvUpsample', in_channels=8 * swin_dims),
-                dict(
-                    type='ChannelMapper',
-                    in_channels=[4 * swin_dims],
-                    kernel_size=1,
-                    out_channels=embed_dims,
-                    bias=True,
-                    act_cfg=None,
-                    norm_cfg=dict(type='GN', num_groups=8),
-                    num_outs=1,
-                ),
+                dict(base['neck'], in_channels=[4 * swin_dims]),
             ],
         ),
     )

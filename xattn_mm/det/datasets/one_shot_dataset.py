@@ -101,7 +101,8 @@ class OneShotDataset:
     @property
     def metainfo(self) -> dict:
         """The wrapped dataset's metainfo, plus ``seen_classes``,
-        ``unseen_classes`` and ``test_class_names``."""
+        ``unseen_classes``, ``test_class_names`` and ``draws``."""
+        self.full_init()
         meta = copy.deepcopy(self.dataset.metainfo)
         meta.update(
             seen_classes=self.seen_classes,
