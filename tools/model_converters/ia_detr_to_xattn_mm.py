@@ -143,7 +143,9 @@ def _backbone_keys(
     out: OrderedDict = OrderedDict()
     kept = []
     upsample = any(k.startswith('backbone.0.upsample.') for k in state_dict)
-    is_swin = any('.blocks.' in k for k in state_dict)
+    is_swin = any(
+        k.startswith('backbone.') and '.blocks.' in k for k in state_dict
+    )
     for key, value in state_dict.items():
         if not key.startswith('backbone.') or any(
             re.match(p, key) for p in DROPPED

@@ -1,5 +1,6 @@
 """One-shot (target, exemplar) pairs over an mmdet detection dataset, with
-the CoAE / BHRL protocol's splits and exemplar draws (docs/protocols.md)."""
+the CoAE (NeurIPS 2019) / BHRL (CVPR 2022) protocol's splits and exemplar
+draws."""
 
 import copy
 import random
@@ -135,7 +136,6 @@ class OneShotDataset:
             'seen': seen,
             'all': classes,
         }[self.test_classes]
-        self._classes = classes
 
         # candidates[label] = [(data index, instance index), ...] in dataset
         # order; present[data index] = labels with a candidate there.

@@ -1,5 +1,5 @@
 """Seen / unseen class splits of the one-shot detection protocols (CoAE,
-NeurIPS 2019; followed by AIT and BHRL, CVPR 2022). See docs/protocols.md.
+NeurIPS 2019; followed by AIT and BHRL, CVPR 2022).
 """
 
 from typing import Sequence, Tuple

@@ -1,6 +1,6 @@
 """Chain several necks, e.g. an upsampling neck then an input projection."""
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
@@ -37,7 +37,7 @@ class SequentialNeck(BaseModule):
         self.necks = ModuleList([MODELS.build(cfg) for cfg in necks])
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
-        outs: List[Tensor] = list(inputs)
+        outs = tuple(inputs)
         for neck in self.necks:
-            outs = list(neck(tuple(outs)))
-        return tuple(outs)
+            outs = tuple(neck(outs))
+        return outs
