@@ -40,8 +40,8 @@ class OneShotDataset:
     ``CropExemplar``, augmentations, a fixed resize); its ``img`` becomes the
     target's ``exemplar_img``, and the target goes through ``pipeline``
     (ending with ``PackOneShotInputs``). ``exemplar_label`` (the class index
-    in the wrapped dataset), ``exemplar_instance`` (image id and box) and
-    ``draw`` are set for both pipelines.
+    in the wrapped dataset), ``exemplar_instance`` (image id and box),
+    ``exemplar_img_path`` and ``draw`` are set for both pipelines.
 
     Args:
         dataset (dict | BaseDataset): The detection dataset, built with all
@@ -56,6 +56,14 @@ class OneShotDataset:
             averages over them. Defaults to (0, 1, 2, 3, 4).
         pipeline (list[dict]): Target pipeline. Defaults to [].
         exemplar_pipeline (list[dict]): Exemplar pipeline. Defaults to [].
+        exemplar_swap (bool): The exemplar-swap control (test mode only):
+            every sample keeps its target and ground truth, but its exemplar
+            shows another class, chosen uniformly among the dataset's other
+            classes (present in the target or not) by a generator seeded
+            with the image id and the draw; the exemplar is then drawn from
+            that class as above. ``swap_label`` records the class shown.
+            A model that uses the exemplar scores far lower under it.
+            Defaults to False.
         lazy_init (bool): Index on first use. Defaults to False.
     """
 
@@ -69,6 +77,7 @@ class OneShotDataset:
         draws: Sequence[int] = (0, 1, 2, 3, 4),
         pipeline: Sequence[dict] = (),
         exemplar_pipeline: Sequence[dict] = (),
+        exemplar_swap: bool = False,
         lazy_init: bool = False,
     ) -> None:
         if (split is None) == (unseen_classes is None):
@@ -85,6 +94,9 @@ class OneShotDataset:
             raise ValueError(
                 f'draws must be non-negative ints, got {tuple(draws)!r}.'
             )
+        if exemplar_swap and not test_mode:
+            raise ValueError('exemplar_swap is a test-mode control.')
+        self.exemplar_swap = exemplar_swap
         self.dataset = (
             DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
         )
@@ -200,7 +212,8 @@ class OneShotDataset:
         index), draw) of sample ``index``; training samples are random."""
         if self.test_mode:
             draw, idx, label = self.samples[index]
-            others = [c for c in self.candidates[label] if c[0] != idx]
+            shown = self.swap_label(index) if self.exemplar_swap else label
+            others = [c for c in self.candidates[shown] if c[0] != idx]
             random.Random(self._image_id(idx)).shuffle(others)
             return idx, label, others[draw % len(others)], draw
         idx, labels = self.samples[index]
@@ -213,6 +226,24 @@ class OneShotDataset:
             if exemplar[0] != idx:
                 return idx, label, exemplar, -1
 
+    @force_full_init
+    def swap_label(self, index: int) -> int:
+        """The class shown by test sample ``index``'s exemplar under the
+        exemplar-swap control: any class other than the sample's with an
+        exemplar candidate outside the target image."""
+        draw, idx, label = self.samples[index]
+        choices = sorted(
+            c
+            for c in self.candidates
+            if c != label and self._has_other_image(c, idx)
+        )
+        if not choices:
+            raise ValueError(
+                'exemplar_swap needs a second class with exemplar candidates.'
+            )
+        rng = random.Random(f'{self._image_id(idx)}/{draw}/swap')
+        return choices[rng.randrange(len(choices))]
+
     def _image_id(self, idx: int):
         info = self.dataset.get_data_info(idx)
         return info.get('img_id', info.get('img_path'))
@@ -224,8 +255,13 @@ class OneShotDataset:
         shared = dict(
             exemplar_label=label,
             exemplar_instance=(exemplar_info.get('img_id'), tuple(box)),
+            exemplar_img_path=exemplar_info['img_path'],
             draw=draw,
         )
+        if self.exemplar_swap:
+            shared['swap_label'] = exemplar_info['instances'][ex_inst][
+                'bbox_label'
+            ]
         exemplar = dict(
             img_path=exemplar_info['img_path'],
             img_id=exemplar_info.get('img_id'),

@@ -6,8 +6,10 @@ from typing import Sequence, Tuple
 
 from mmdet.datasets import CocoDataset, VOCDataset
 
+from .synthetic_oneshot import SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN
+
 VOC_UNSEEN = ('aeroplane', 'cat', 'cow', 'sheep')
-SPLITS = ('voc', 'coco1', 'coco2', 'coco3', 'coco4')
+SPLITS = ('voc', 'coco1', 'coco2', 'coco3', 'coco4', 'synthetic')
 
 
 def coco_unseen_classes(split: int) -> Tuple[str, ...]:
@@ -26,7 +28,8 @@ def one_shot_split(
 
     Args:
         split (str): ``'voc'`` (unseen: aeroplane, cat, cow, sheep) or
-            ``'coco1'`` .. ``'coco4'``.
+            ``'coco1'`` .. ``'coco4'``, or ``'synthetic'`` (the embedded
+            dataset, unseen: green square, magenta disk).
         classes (Sequence[str]): The dataset's classes; every unseen class of
             the split must be among them.
 
@@ -36,6 +39,9 @@ def one_shot_split(
     if split == 'voc':
         unseen = VOC_UNSEEN
         expected = VOCDataset.METAINFO['classes']
+    elif split == 'synthetic':
+        unseen = SYNTHETIC_UNSEEN
+        expected = SYNTHETIC_CLASSES
     elif split in SPLITS:
         unseen = coco_unseen_classes(int(split[-1]))
         expected = CocoDataset.METAINFO['classes']

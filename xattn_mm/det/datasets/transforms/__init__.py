@@ -1,3 +1,25 @@
+from .exemplar_augment import (
+    ExemplarColorJitter,
+    RandomGaussianBlur,
+    RandomPerspective,
+    adjust_color_jitter,
+    exemplar_test_pipeline,
+    exemplar_train_pipeline,
+    gaussian_blur,
+    warp_perspective,
+)
 from .one_shot import CropExemplar, PackOneShotInputs, RandomPatchExemplar
 
-__all__ = ['CropExemplar', 'PackOneShotInputs', 'RandomPatchExemplar']
+__all__ = [
+    'CropExemplar',
+    'ExemplarColorJitter',
+    'PackOneShotInputs',
+    'RandomGaussianBlur',
+    'RandomPatchExemplar',
+    'RandomPerspective',
+    'adjust_color_jitter',
+    'exemplar_test_pipeline',
+    'exemplar_train_pipeline',
+    'gaussian_blur',
+    'warp_perspective',
+]

@@ -18,8 +18,11 @@ class PackOneShotInputs(PackDetInputs):
     Returns ``inputs=dict(target=Tensor, exemplar=Tensor)`` (each (C, H, W))
     for :class:`OneShotDetDataPreprocessor`; other arguments as
     :class:`PackDetInputs`. The default ``meta_keys`` add the pair's
-    ``exemplar_label``, ``exemplar_instance`` and ``draw`` (set by
-    :class:`OneShotDataset`); missing keys are skipped.
+    ``exemplar_label``, ``exemplar_instance``, ``exemplar_img_path``,
+    ``draw`` and ``swap_label`` (set by :class:`OneShotDataset`), and
+    ``instances``, the target's ground truth in original image coordinates,
+    which :class:`OneShotCocoMetric` evaluates against; missing keys are
+    skipped.
     """
 
     def __init__(
@@ -34,7 +37,10 @@ class PackOneShotInputs(PackDetInputs):
             'flip_direction',
             'exemplar_label',
             'exemplar_instance',
+            'exemplar_img_path',
             'draw',
+            'swap_label',
+            'instances',
         ),
     ) -> None:
         super().__init__(meta_keys=meta_keys)

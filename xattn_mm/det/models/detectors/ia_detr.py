@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmdet.models.detectors.base_detr import DetectionTransformer
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.models.layers.transformer import (
-    DetrTransformerEncoder,
+    DetrTransformerDecoder,
     coordinate_to_encoding,
 )
 from mmdet.registry import MODELS
@@ -46,9 +46,16 @@ class IADETR(DetectionTransformer):
             generated from the feature map. Defaults to (8, 16, 32, 64).
         freeze_backbone (bool): Keep the backbone frozen (stage-1
             pretraining). Defaults to False.
-        encoder (dict, optional): An optional
-            :class:`~mmdet.models.layers.DetrTransformerEncoder` over the
-            target's tokens. Defaults to None (as the official model).
+        encoder (dict, optional): The optional exemplar-aware encoder (the
+            official ``--encoder`` option): layers in which the target's
+            tokens attend to each other, then to the exemplar's tokens
+            (keys: exemplar + position, values: exemplar), then an FFN,
+            built as mmdet's
+            :class:`~mmdet.models.layers.DetrTransformerDecoder` (keys
+            ``num_layers``, ``layer_cfg``, ``post_norm_cfg``). Its output
+            replaces the target tokens for the proposals and as the values
+            of indirect attention. Defaults to None (as the official
+            default).
         **kwargs: :class:`~mmdet.models.detectors.DetectionTransformer`
             arguments (``backbone``, ``neck``, ``decoder``, ``bbox_head``,
             ``positional_encoding``, ``train_cfg``, ``test_cfg``, ...).
@@ -86,7 +93,9 @@ class IADETR(DetectionTransformer):
             **self.positional_encoding
         )
         self.encoder = (
-            DetrTransformerEncoder(**self.encoder) if self.encoder else None
+            DetrTransformerDecoder(**self.encoder, return_intermediate=False)
+            if self.encoder
+            else None
         )
         self.decoder = MODELS.build(self.decoder)
         c = self.embed_dims = self.decoder.embed_dims
@@ -230,31 +239,55 @@ class IADETR(DetectionTransformer):
             return x.flatten(2).transpose(1, 2)
 
         memory_pos = flat(memory_pos) + self.level_embed
+        exemplar_inputs = dict(
+            exemplar_memory=flat(exemplar),
+            exemplar_pos=flat(exemplar_pos),
+            exemplar_mask=exemplar_mask.flatten(1),
+        )
         encoder_inputs = dict(
-            feat=flat(target),
-            feat_pos=memory_pos,
-            feat_mask=memory_mask.flatten(1),
+            feat=flat(target), feat_pos=memory_pos, **exemplar_inputs
         )
         decoder_inputs = dict(
             memory_pos=memory_pos,
             memory_mask=memory_mask.flatten(1),
-            exemplar_memory=flat(exemplar),
-            exemplar_pos=flat(exemplar_pos),
-            exemplar_mask=exemplar_mask.flatten(1),
+            **exemplar_inputs,
             spatial_shape=(h, w),
             valid_ratios=_valid_ratios(memory_mask),
         )
         return encoder_inputs, decoder_inputs
 
     def forward_encoder(
-        self, feat: Tensor, feat_pos: Tensor, feat_mask: Tensor
+        self,
+        feat: Tensor,
+        feat_pos: Tensor,
+        exemplar_memory: Tensor,
+        exemplar_pos: Tensor,
+        exemplar_mask: Tensor,
     ) -> Tensor:
-        """The optional encoder over the target's tokens (B, N, C)."""
+        """The optional exemplar-aware encoder.
+
+        Args:
+            feat (Tensor): Target tokens, shape (B, N, C).
+            feat_pos (Tensor): Their positions, shape (B, N, C).
+            exemplar_memory (Tensor): Exemplar tokens, shape (B, N, C).
+            exemplar_pos (Tensor): Their positions, shape (B, N, C).
+            exemplar_mask (Tensor): Bool (B, N), True on the exemplar's
+                padding (never attended).
+
+        Returns:
+            Tensor: The target tokens, shape (B, N, C); unchanged without
+            an encoder.
+        """
         if self.encoder is None:
             return feat
         return self.encoder(
-            query=feat, query_pos=feat_pos, key_padding_mask=feat_mask
-        )
+            query=feat,
+            key=exemplar_memory,
+            value=exemplar_memory,
+            query_pos=feat_pos,
+            key_pos=exemplar_pos,
+            key_padding_mask=exemplar_mask,
+        )[0]
 
     def _proposals(
         self,

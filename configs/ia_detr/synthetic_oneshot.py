@@ -1,0 +1,220 @@
+# IA-DETR on the embedded synthetic one-shot dataset (the README's
+# `make demo`), sized to train on 2 CPU cores in about 6 minutes. Make the
+# data with:
+#   python tools/data/generate_synthetic_oneshot.py data/synthetic_oneshot
+# A ResNet-18 stem cut at stride 8 trained from scratch, the exemplar-aware
+# encoder (one layer) and three indirect-attention decoder layers. Without the
+# encoder, indirect attention alone does not learn to use the exemplar within
+# this budget (docs/ia_detr.md, "The embedded demo").
+_base_ = 'mmdet::_base_/default_runtime.py'
+custom_imports = dict(imports=['xattn_mm.det'], allow_failed_imports=False)
+
+# ---- frequently modified ----
+data_root = 'data/synthetic_oneshot/'
+image_size = 128
+exemplar_size = (64, 64)
+max_epochs = 8
+lr = 1e-3
+batch_size = 8
+embed_dims = 64
+# -----------------------------
+
+model = dict(
+    type='IADETR',
+    num_queries=30,
+    num_queries_one2many=60,
+    feat_stride=8,
+    proposal_strides=(8, 16, 32),
+    data_preprocessor=dict(
+        type='OneShotDetDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_size_divisor=8,
+    ),
+    backbone=dict(
+        type='ResNet',
+        depth=18,
+        base_channels=32,
+        num_stages=2,
+        strides=(1, 2),
+        dilations=(1, 1),
+        out_indices=(1,),
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=False,
+    ),
+    neck=dict(
+        type='ChannelMapper',
+        in_channels=[64],
+        kernel_size=1,
+        out_channels=embed_dims,
+        bias=True,
+        act_cfg=None,
+        norm_cfg=dict(type='GN', num_groups=16),
+        num_outs=1,
+    ),
+    encoder=dict(
+        num_layers=1,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=4),
+            cross_attn_cfg=dict(embed_dims=embed_dims, num_heads=4),
+            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=256),
+        ),
+    ),
+    positional_encoding=dict(
+        num_feats=embed_dims // 2, normalize=True, offset=-0.5
+    ),
+    decoder=dict(
+        type='IADETRDecoder',
+        num_layers=3,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=4),
+            cross_attn_cfg=dict(
+                embed_dims=embed_dims, num_heads=4, rpb_hidden_dims=64
+            ),
+            ffn_cfg=dict(feedforward_channels=256),
+        ),
+    ),
+    bbox_head=dict(
+        type='IADETRHead',
+        num_classes=1,
+        embed_dims=embed_dims,
+        num_pred_layer=4,
+        as_two_stage=True,
+        num_queries_one2one=30,
+        k_one2many=2,
+        loss_cls=dict(
+            type='FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            loss_weight=2.0,
+        ),
+        loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+        loss_iou=dict(type='GIoULoss', loss_weight=2.0),
+    ),
+    train_cfg=dict(
+        assigner=dict(
+            type='HungarianAssigner',
+            match_costs=[
+                dict(type='FocalLossCost', weight=2.0),
+                dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+                dict(type='IoUCost', iou_mode='giou', weight=2.0),
+            ],
+        )
+    ),
+    test_cfg=dict(max_per_img=30),
+)
+
+exemplar_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='CropExemplar'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='Resize', scale=exemplar_size, keep_ratio=False),
+]
+exemplar_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='CropExemplar'),
+    dict(type='Resize', scale=exemplar_size, keep_ratio=False),
+]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackOneShotInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackOneShotInputs'),
+]
+# xattn_mm.det.datasets.synthetic_oneshot.SYNTHETIC_CLASSES
+classes = (
+    'red square',
+    'amber disk',
+    'chartreuse triangle',
+    'green square',
+    'cyan disk',
+    'azure triangle',
+    'violet square',
+    'magenta disk',
+)
+coco = dict(
+    type='CocoDataset',
+    data_root=data_root,
+    metainfo=dict(classes=classes),
+    filter_cfg=dict(filter_empty_gt=False),
+    pipeline=[],
+)
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type='OneShotDataset',
+        split='synthetic',
+        dataset=dict(
+            coco,
+            ann_file='annotations/instances_train.json',
+            data_prefix=dict(img='images/train/'),
+        ),
+        pipeline=train_pipeline,
+        exemplar_pipeline=exemplar_train_pipeline,
+    ),
+)
+val_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='OneShotDataset',
+        split='synthetic',
+        test_mode=True,
+        test_classes='all',
+        dataset=dict(
+            coco,
+            ann_file='annotations/instances_val.json',
+            data_prefix=dict(img='images/val/'),
+            test_mode=True,
+        ),
+        pipeline=test_pipeline,
+        exemplar_pipeline=exemplar_test_pipeline,
+    ),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='OneShotCocoMetric')
+test_evaluator = val_evaluator
+
+train_cfg = dict(
+    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs
+)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05),
+    clip_grad=dict(max_norm=0.1, norm_type=2),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=100),
+    dict(
+        type='MultiStepLR',
+        by_epoch=True,
+        begin=0,
+        end=max_epochs,
+        milestones=[max_epochs - 1],
+        gamma=0.1,
+    ),
+]
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=25),
+    checkpoint=dict(type='CheckpointHook', interval=max_epochs),
+)
+randomness = dict(seed=0)
+auto_scale_lr = dict(enable=False, base_batch_size=batch_size)

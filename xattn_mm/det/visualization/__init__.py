@@ -1,0 +1,3 @@
+from .one_shot_visualizer import OneShotDetLocalVisualizer
+
+__all__ = ['OneShotDetLocalVisualizer']
