@@ -227,3 +227,43 @@ def test_feature_stride_must_match():
         ValueError, match='is 2x3 .* feat_stride=16 expects 4x6'
     ):
         model(**data, mode='loss')
+
+
+def test_exemplar_aware_encoder_conditions_the_proposals():
+    encoder = dict(
+        num_layers=1,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=32, num_heads=4),
+            cross_attn_cfg=dict(embed_dims=32, num_heads=4),
+            ffn_cfg=dict(embed_dims=32, feedforward_channels=64),
+        ),
+    )
+    model = build(encoder=encoder)
+    model.eval()
+    batch = one_shot_batch(num_boxes=(2, 1))
+    data = model.data_preprocessor(batch, False)
+    feats = model.extract_feat(data['inputs'])
+    enc_in, _ = model.pre_transformer(feats, data['data_samples'])
+    memory = model.forward_encoder(**enc_in)
+    assert memory.shape == enc_in['feat'].shape
+    # The target tokens now depend on the exemplar ...
+    other = dict(enc_in, exemplar_memory=enc_in['exemplar_memory'].flip(0))
+    assert not torch.allclose(memory, model.forward_encoder(**other))
+    # ... but not on the exemplar's padding, which is never attended.
+    padded = enc_in['exemplar_mask']
+    assert padded.any()
+    noisy = enc_in['exemplar_memory'].masked_fill(padded[..., None], 7.0)
+    torch.testing.assert_close(
+        memory,
+        model.forward_encoder(**dict(enc_in, exemplar_memory=noisy)),
+    )
+    # Without an encoder the target tokens pass through.
+    plain = build()
+    assert plain.forward_encoder(**enc_in) is enc_in['feat']
+    model.train()
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    sum(losses.values()).backward()
+    assert (
+        model.encoder.layers[0].cross_attn.attn.in_proj_weight.grad.abs().sum()
+        > 0
+    )

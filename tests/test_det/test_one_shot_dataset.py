@@ -286,3 +286,32 @@ class _Subset:
 
     def __getitem__(self, i):
         return self.ds[self.indices[i]]
+
+
+def test_exemplar_swap_control():
+    images = [[(0, 0), (1, 0)], [(0, 0), (2, 0)], [(1, 0), (2, 0)]] * 2
+    ds = toy(images, unseen_classes=['c'], test_mode=True, test_classes='all')
+    swap = toy(
+        images,
+        unseen_classes=['c'],
+        test_mode=True,
+        test_classes='all',
+        exemplar_swap=True,
+    )
+    assert swap.samples == ds.samples
+    shown = []
+    for index, (_, idx, label) in enumerate(swap.samples):
+        t_idx, t_label, (ex_idx, ex_inst), _ = swap.get_pair(index)
+        assert (t_idx, t_label) == (idx, label)  # same target and truth
+        ex_label = images[ex_idx][ex_inst][0]
+        assert ex_label != label and ex_idx != idx
+        assert ex_label == swap.swap_label(index)
+        shown.append(ex_label)
+    # Deterministic, and both other classes occur.
+    assert shown == [
+        images[e][i][0]
+        for e, i in (swap.get_pair(j)[2] for j in range(len(swap)))
+    ]
+    assert len(set(shown)) == 3
+    with pytest.raises(ValueError, match='test-mode'):
+        toy(images, unseen_classes=['c'], exemplar_swap=True)

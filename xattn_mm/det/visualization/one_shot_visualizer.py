@@ -4,6 +4,7 @@ from typing import Optional
 
 import mmcv
 import numpy as np
+import torch
 from mmdet.registry import VISUALIZERS
 from mmdet.structures import DetDataSample
 from mmdet.visualization import DetLocalVisualizer
@@ -93,14 +94,12 @@ class OneShotDetLocalVisualizer(DetLocalVisualizer):
         label = data_sample.metainfo.get('exemplar_label')
         if label is None:
             return data_sample
-        data_sample = data_sample.clone()
+        data_sample = data_sample.clone()  # shallow: replace, never edit
         for key in ('gt_instances', 'pred_instances'):
-            if key in data_sample:
-                inst: InstanceData = getattr(data_sample, key)
-                if 'labels' in inst:
-                    inst.labels = inst.labels.new_full(
-                        inst.labels.shape, int(label)
-                    )
+            if key in data_sample and 'labels' in data_sample.get(key):
+                inst: InstanceData = data_sample.get(key).clone()
+                inst.labels = torch.full_like(inst.labels, int(label))
+                setattr(data_sample, key, inst)
         return data_sample
 
     def _draw_instances(self, image, instances, classes, palette):
