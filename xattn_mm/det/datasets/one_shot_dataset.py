@@ -3,6 +3,7 @@ the CoAE (NeurIPS 2019) / BHRL (CVPR 2022) protocol's splits and exemplar
 draws."""
 
 import copy
+import os.path as osp
 import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -34,6 +35,20 @@ class OneShotDataset:
       ``k mod n`` of that class's candidates in the other images, shuffled by
       ``random.Random(img_id)``. Draws depend only on the image id, never on
       workers, ranks or batch size.
+    - **Official IA-DETR test protocol** (``exemplar_protocol='ia_detr'``,
+      test mode only): one sample per (image, test class present), under the
+      single draw 0, carrying ``num_exemplars`` exemplars that the detector
+      decodes together (see :class:`IADETR`). As the official
+      ``PascalVOCSegDatasetMapperIX.get_prompts`` (``evalall`` branch), one
+      generator ``random.Random(exemplar_seed)`` is seeded per image with
+      its file name; the test classes present are visited in the official
+      ``list(set(list(set(ids))))`` order (``ids``: their category ids in
+      annotation order, the COCO ids when the wrapped dataset has
+      ``cat_ids``), and for each one the list of its ``n`` candidates (in
+      dataset order), repeated ``K // n + 1`` times when ``n < K``, is
+      shuffled and its first ``K`` taken. As officially, the target image's
+      own instances are candidates too, so every (image, test class) pair
+      is a sample.
 
     The exemplar's image goes through ``exemplar_pipeline`` with the
     candidate's box in ``exemplar_bbox`` (e.g. ``LoadImageFromFile``,
@@ -64,6 +79,18 @@ class OneShotDataset:
             that class as above. ``swap_label`` records the class shown.
             A model that uses the exemplar scores far lower under it.
             Defaults to False.
+        exemplar_protocol (str): ``'coae'`` (one exemplar per sample, per
+            draw, as above) or ``'ia_detr'`` (the official IA-DETR test
+            protocol, above; ``draws`` is then (0,)). Defaults to 'coae'.
+        num_exemplars (int): Exemplars per sample under ``'ia_detr'``
+            (``K``). Defaults to 5.
+        exemplar_seed (str): Under ``'ia_detr'``, the string that seeds an
+            image's generator, a format string with the fields
+            ``img_path``, ``file_name`` (its base name) and ``img_id``. The
+            official seed is the image path as registered in detectron2,
+            e.g. ``'data/coco/val2017/{file_name}'`` or
+            ``'data/pascalvoc/VOC2007_test/JPEGImages/{file_name}'``.
+            Defaults to '{img_path}'.
         lazy_init (bool): Index on first use. Defaults to False.
     """
 
@@ -78,6 +105,9 @@ class OneShotDataset:
         pipeline: Sequence[dict] = (),
         exemplar_pipeline: Sequence[dict] = (),
         exemplar_swap: bool = False,
+        exemplar_protocol: str = 'coae',
+        num_exemplars: int = 5,
+        exemplar_seed: str = '{img_path}',
         lazy_init: bool = False,
     ) -> None:
         if (split is None) == (unseen_classes is None):
@@ -96,6 +126,26 @@ class OneShotDataset:
             )
         if exemplar_swap and not test_mode:
             raise ValueError('exemplar_swap is a test-mode control.')
+        if exemplar_protocol not in ('coae', 'ia_detr'):
+            raise ValueError(
+                "exemplar_protocol must be 'coae' or 'ia_detr', got "
+                f'{exemplar_protocol!r}.'
+            )
+        if exemplar_protocol == 'ia_detr':
+            if not test_mode or exemplar_swap:
+                raise ValueError(
+                    "exemplar_protocol='ia_detr' is a test protocol: it needs "
+                    'test_mode=True and no exemplar_swap.'
+                )
+            if not isinstance(num_exemplars, int) or num_exemplars < 1:
+                raise ValueError(
+                    f'num_exemplars must be a positive int, got '
+                    f'{num_exemplars!r}.'
+                )
+            draws = (0,)
+        self.exemplar_protocol = exemplar_protocol
+        self.num_exemplars = num_exemplars
+        self.exemplar_seed = exemplar_seed
         self.exemplar_swap = exemplar_swap
         self.dataset = (
             DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
@@ -167,13 +217,15 @@ class OneShotDataset:
             for label, cands in self.candidates.items()
         }
 
+        self._wanted = {classes.index(c) for c in self.test_class_names}
         if self.test_mode:
-            wanted = {classes.index(c) for c in self.test_class_names}
+            official = self.exemplar_protocol == 'ia_detr'
             pairs = [
                 (idx, label)
                 for idx, labels in enumerate(present)
                 for label in labels
-                if label in wanted and self._has_other_image(label, idx)
+                if label in self._wanted
+                and (official or self._has_other_image(label, idx))
             ]
             self.samples = [
                 (k, idx, label) for k in self.draws for idx, label in pairs
@@ -207,9 +259,16 @@ class OneShotDataset:
         return len(self.samples)
 
     @force_full_init
-    def get_pair(self, index: int) -> Tuple[int, int, Tuple[int, int], int]:
+    def get_pair(
+        self, index: int
+    ) -> Tuple[int, int, Union[Tuple[int, int], List[Tuple[int, int]]], int]:
         """(target data index, class label, exemplar (data index, instance
-        index), draw) of sample ``index``; training samples are random."""
+        index), draw) of sample ``index``; training samples are random.
+        Under ``exemplar_protocol='ia_detr'`` the exemplar is a list of
+        ``num_exemplars`` of them (see :meth:`official_exemplars`)."""
+        if self.exemplar_protocol == 'ia_detr':
+            draw, idx, label = self.samples[index]
+            return idx, label, self.official_exemplars(idx)[label], draw
         if self.test_mode:
             draw, idx, label = self.samples[index]
             shown = self.swap_label(index) if self.exemplar_swap else label
@@ -244,12 +303,56 @@ class OneShotDataset:
         rng = random.Random(f'{self._image_id(idx)}/{draw}/swap')
         return choices[rng.randrange(len(choices))]
 
+    @force_full_init
+    def official_exemplars(self, idx: int) -> Dict[int, List[Tuple[int, int]]]:
+        """The official IA-DETR exemplars of every test class in image
+        ``idx``.
+
+        Args:
+            idx (int): Target data index.
+
+        Returns:
+            dict[int, list[tuple[int, int]]]: For each test class label
+            present in the image, its ``num_exemplars`` exemplars as (data
+            index, instance index), in the official order (repeats when the
+            class has fewer candidates).
+        """
+        info = self.dataset.get_data_info(idx)
+        cat_ids = getattr(self.dataset, 'cat_ids', None)
+        ids, key_label = [], {}
+        for inst in info['instances']:
+            label = inst['bbox_label']
+            if not inst.get('ignore_flag', 0) and label in self._wanted:
+                ids.append(label if cat_ids is None else cat_ids[label])
+                key_label[ids[-1]] = label
+        img_path = info.get('img_path', '')
+        rng = random.Random(
+            self.exemplar_seed.format(
+                img_path=img_path,
+                file_name=osp.basename(img_path),
+                img_id=info.get('img_id'),
+            )
+        )
+        k = self.num_exemplars
+        chosen = {}
+        # The official visiting order, list(set(list(set(ids)))) with ids
+        # in annotation order, decides how the one generator's stream is
+        # shared out among the classes (CPython's set order).
+        for key in list(set(list(set(ids)))):
+            cands = self.candidates[key_label[key]]
+            n = len(cands)
+            order = list(range(n * (k // n + 1) if n < k else n))
+            rng.shuffle(order)
+            chosen[key_label[key]] = [cands[i % n] for i in order[:k]]
+        return chosen
+
     def _image_id(self, idx: int):
         info = self.dataset.get_data_info(idx)
         return info.get('img_id', info.get('img_path'))
 
-    def __getitem__(self, index: int) -> dict:
-        idx, label, (ex_idx, ex_inst), draw = self.get_pair(index)
+    def _exemplar(self, ex_idx: int, ex_inst: int, label: int, draw: int):
+        """Run one exemplar through ``exemplar_pipeline``; return its image
+        and the pair's shared metainfo."""
         exemplar_info = self.dataset.get_data_info(ex_idx)
         box = exemplar_info['instances'][ex_inst]['bbox']
         shared = dict(
@@ -274,11 +377,27 @@ class OneShotDataset:
                 'exemplar_pipeline must produce the exemplar image in '
                 '"img" (start it with LoadImageFromFile, then CropExemplar).'
             )
+        return exemplar['img'], shared
+
+    def __getitem__(self, index: int) -> dict:
+        """The target through ``pipeline``, with ``exemplar_img``: one image,
+        or under ``exemplar_protocol='ia_detr'`` a list of ``num_exemplars``
+        (then ``exemplar_instance`` and ``exemplar_img_path`` are tuples,
+        one entry per exemplar)."""
+        idx, label, exemplars, draw = self.get_pair(index)
+        if isinstance(exemplars, list):
+            loaded = [self._exemplar(*e, label, draw) for e in exemplars]
+            shared = dict(loaded[0][1])
+            for key in ('exemplar_instance', 'exemplar_img_path'):
+                shared[key] = tuple(s[key] for _, s in loaded)
+            img = [i for i, _ in loaded]
+        else:
+            img, shared = self._exemplar(*exemplars, label, draw)
         target = self.dataset.get_data_info(idx)
         target['instances'] = [
             dict(inst, bbox_label=0)
             for inst in target['instances']
             if inst['bbox_label'] == label
         ]
-        target.update(shared, exemplar_img=exemplar['img'])
+        target.update(shared, exemplar_img=img)
         return self.pipeline(target)

@@ -43,16 +43,21 @@ class OneShotDetLocalVisualizer(DetLocalVisualizer):
 
     @staticmethod
     def load_exemplar(data_sample: DetDataSample) -> np.ndarray:
-        """The exemplar crop (RGB) named by a data sample's metainfo."""
+        """The exemplar crop (RGB) named by a data sample's metainfo (the
+        first one when the sample has several)."""
         for key in ('exemplar_img_path', 'exemplar_instance'):
             if key not in data_sample:
                 raise KeyError(
                     f'the data sample has no {key!r}: pass exemplar= or use '
                     'OneShotDataset with PackOneShotInputs.'
                 )
-        img = mmcv.imread(data_sample.exemplar_img_path, channel_order='rgb')
+        path = data_sample.exemplar_img_path
+        instance = data_sample.exemplar_instance
+        if not isinstance(path, str):  # several exemplars: show the first
+            path, instance = path[0], instance[0]
+        img = mmcv.imread(path, channel_order='rgb')
         h, w = img.shape[:2]
-        x1, y1, x2, y2 = np.asarray(data_sample.exemplar_instance[1], float)
+        x1, y1, x2, y2 = np.asarray(instance[1], float)
         x1, y1 = int(np.clip(x1, 0, w - 1)), int(np.clip(y1, 0, h - 1))
         x2 = int(np.clip(np.ceil(x2), x1 + 1, w))
         y2 = int(np.clip(np.ceil(y2), y1 + 1, h))

@@ -23,6 +23,12 @@ class PackOneShotInputs(PackDetInputs):
     ``instances``, the target's ground truth in original image coordinates,
     which :class:`OneShotCocoMetric` evaluates against; missing keys are
     skipped.
+
+    When ``results['exemplar_img']`` is a list of ``K`` images (the
+    official IA-DETR protocol of :class:`OneShotDataset`), ``exemplar`` is
+    one (K, C, h, w) tensor, each image top-left on a zero canvas of the
+    largest height and width, and the metainfo gets ``exemplar_shapes``, the
+    ``K`` (h, w).
     """
 
     def __init__(
@@ -52,10 +58,28 @@ class PackOneShotInputs(PackDetInputs):
                 'exemplar transform before it.'
             )
         packed = super().transform(results)
-        exemplar = super().transform(dict(img=results['exemplar_img']))
-        packed['inputs'] = dict(
-            target=packed['inputs'], exemplar=exemplar['inputs']
-        )
+        exemplar_img = results['exemplar_img']
+        if not isinstance(exemplar_img, (list, tuple)):
+            exemplar = super().transform(dict(img=exemplar_img))['inputs']
+        else:
+            if not exemplar_img:
+                raise ValueError('results["exemplar_img"] is an empty list.')
+            images = []
+            for img in exemplar_img:
+                images.append(super().transform(dict(img=img))['inputs'])
+            shapes = tuple(tuple(img.shape[-2:]) for img in images)
+            exemplar = images[0].new_zeros(
+                (
+                    len(images),
+                    images[0].shape[0],
+                    max(h for h, _ in shapes),
+                    max(w for _, w in shapes),
+                )
+            )
+            for canvas, img in zip(exemplar, images):
+                canvas[:, : img.shape[-2], : img.shape[-1]] = img
+            packed['data_samples'].set_metainfo(dict(exemplar_shapes=shapes))
+        packed['inputs'] = dict(target=packed['inputs'], exemplar=exemplar)
         return packed
 
 

@@ -12,8 +12,10 @@ from mmdet.models.layers.transformer import (
     coordinate_to_encoding,
 )
 from mmdet.registry import MODELS
-from mmdet.structures import OptSampleList
+from mmdet.structures import DetDataSample, OptSampleList, SampleList
+from mmdet.structures.bbox import bbox_overlaps
 from mmengine.model import ModuleList
+from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..layers.resample import resample_stack, stride_steps
@@ -36,6 +38,24 @@ class IADETR(DetectionTransformer):
     query selection scores proposals on the target's tokens; the registered
     decoder (``decoder.type``: :class:`IADETRDecoder` or an ablation) reads
     the exemplar as keys and the target as values.
+
+    Several exemplars per target (the official IA-DETR test protocol of
+    :class:`OneShotDataset`, ``inputs['exemplar']`` of shape
+    (B, K, 3, H, W)): as the official ``evaluateall``, the target goes
+    through the backbone once, its features are repeated ``K`` times and the
+    ``K`` (target, exemplar) pairs are decoded as one batch; each pair's
+    detections are post-processed as usual (top ``max_per_img``). The
+    official code then scores every pair against its own copy of the ground
+    truth; here one detection list per target is needed, so the ``K`` lists
+    are merged (:meth:`merge_exemplar_results`): all detections are ranked
+    by score, a detection overlapping (IoU > ``test_cfg.exemplar_merge_iou``,
+    default 0.5) an already kept one *of another exemplar* is dropped (the
+    same object found through two exemplars; one pair's detections never
+    suppress each other), and the first ``test_cfg.max_per_img`` are kept.
+    ``K`` copies of one exemplar thus give that exemplar's result, and
+    ``exemplar_merge_iou=1`` gives the plain top-k over the union. The
+    merged ``pred_instances`` carry ``exemplar_index`` (which pair found
+    each box). Training takes one exemplar per target.
 
     Args:
         num_queries (int): One-to-one queries. Defaults to 300.
@@ -144,19 +164,9 @@ class IADETR(DetectionTransformer):
         nn.init.normal_(self.level_embed)
         self.decoder.init_weights()
 
-    def extract_feat(
-        self, batch_inputs: Dict[str, Tensor]
-    ) -> Tuple[Tensor, Tensor]:
-        """Run the shared backbone and neck on targets and exemplars.
-
-        Args:
-            batch_inputs (dict[str, Tensor]): ``target`` and ``exemplar``
-                images on one canvas, each of shape (B, 3, H, W).
-
-        Returns:
-            tuple[Tensor, Tensor]: Target and exemplar feature maps, each of
-            shape (B, C, H / feat_stride, W / feat_stride).
-        """
+    @staticmethod
+    def _check_inputs(batch_inputs: Dict[str, Tensor]) -> int:
+        """Validate the inputs; return ``K``, the exemplars per target."""
         if not isinstance(batch_inputs, dict) or set(batch_inputs) != {
             'target',
             'exemplar',
@@ -167,11 +177,35 @@ class IADETR(DetectionTransformer):
                 f'{type(batch_inputs).__name__}.'
             )
         target, exemplar = batch_inputs['target'], batch_inputs['exemplar']
-        if target.shape != exemplar.shape:
+        per_pair = exemplar.shape
+        if exemplar.dim() == 5:
+            per_pair = exemplar.shape[:1] + exemplar.shape[2:]
+        if target.shape != per_pair:
             raise ValueError(
                 'target and exemplar must share one padded canvas, got '
                 f'{tuple(target.shape)} and {tuple(exemplar.shape)}.'
             )
+        return exemplar.shape[1] if exemplar.dim() == 5 else 1
+
+    def extract_feat(
+        self, batch_inputs: Dict[str, Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        """Run the shared backbone and neck on targets and exemplars.
+
+        Args:
+            batch_inputs (dict[str, Tensor]): ``target`` and ``exemplar``
+                images on one canvas, of shape (B, 3, H, W), the exemplars
+                possibly (B, K, 3, H, W).
+
+        Returns:
+            tuple[Tensor, Tensor]: Target and exemplar feature maps of the
+            B * K pairs (target-major), each of shape
+            (B * K, C, H / feat_stride, W / feat_stride); a target's map is
+            computed once and repeated.
+        """
+        k = self._check_inputs(batch_inputs)
+        target, exemplar = batch_inputs['target'], batch_inputs['exemplar']
+        exemplar = exemplar.flatten(0, 1) if exemplar.dim() == 5 else exemplar
         x = self.backbone(torch.cat([target, exemplar]))
         if self.with_neck:
             x = self.neck(x)
@@ -180,7 +214,143 @@ class IADETR(DetectionTransformer):
                 f'IADETR uses one feature level, got {len(x)}; '
                 'set the backbone/neck to output one map.'
             )
-        return x[0].chunk(2)
+        target_feat, exemplar_feat = x[0].split([len(target), len(exemplar)])
+        return target_feat.repeat_interleave(k, 0), exemplar_feat
+
+    def _pair_samples(
+        self, batch_inputs: Dict[str, Tensor], batch_data_samples: SampleList
+    ) -> Tuple[int, SampleList]:
+        """``K`` and one data sample per (target, exemplar) pair, with the
+        pair's ``exemplar_shape``: the given samples when each target has
+        one exemplar, else new ones holding only the metainfo."""
+        k = self._check_inputs(batch_inputs)
+        if batch_inputs['exemplar'].dim() == 4:
+            return k, batch_data_samples
+        pairs = []
+        for i, sample in enumerate(batch_data_samples):
+            shapes = sample.metainfo.get('exemplar_shapes')
+            if shapes is None or len(shapes) != k:
+                raise KeyError(
+                    f'data sample {i} needs the metainfo exemplar_shapes of '
+                    f'its {k} exemplars: build the batch with '
+                    'OneShotDetDataPreprocessor.'
+                )
+            if k == 1:
+                sample.set_metainfo(dict(exemplar_shape=tuple(shapes[0])))
+                pairs.append(sample)
+                continue
+            for shape in shapes:
+                meta = dict(sample.metainfo, exemplar_shape=tuple(shape))
+                pairs.append(DetDataSample(metainfo=meta))
+        return k, pairs
+
+    def loss(
+        self, batch_inputs: Dict[str, Tensor], batch_data_samples: SampleList
+    ) -> Dict[str, Tensor]:
+        """Losses of a batch of pairs, one exemplar per target."""
+        k, pairs = self._pair_samples(batch_inputs, batch_data_samples)
+        if k > 1:
+            raise ValueError(
+                f'IADETR trains on one exemplar per target, got {k}: '
+                'several exemplars (OneShotDataset with '
+                "exemplar_protocol='ia_detr') are a test protocol."
+            )
+        return super().loss(batch_inputs, pairs)
+
+    def predict(
+        self,
+        batch_inputs: Dict[str, Tensor],
+        batch_data_samples: SampleList,
+        rescale: bool = True,
+    ) -> SampleList:
+        """Detections of each target; with ``K`` exemplars per target, the
+        ``K`` pairs' detections merged by :meth:`merge_exemplar_results`.
+
+        Args:
+            batch_inputs (dict[str, Tensor]): ``target`` (B, 3, H, W) and
+                ``exemplar`` (B, 3, H, W) or (B, K, 3, H, W).
+            batch_data_samples (list[DetDataSample]): One per target.
+            rescale (bool): Boxes in original image coordinates.
+                Defaults to True.
+
+        Returns:
+            list[DetDataSample]: ``batch_data_samples`` with
+            ``pred_instances`` (``bboxes`` (N, 4), ``scores`` (N,),
+            ``labels`` (N,), and ``exemplar_index`` (N,) with ``K`` > 1).
+        """
+        k, pairs = self._pair_samples(batch_inputs, batch_data_samples)
+        if k == 1:
+            return super().predict(batch_inputs, pairs, rescale=rescale)
+        img_feats = self.extract_feat(batch_inputs)
+        head_inputs = self.forward_transformer(img_feats, pairs)
+        results = self.bbox_head.predict(
+            **head_inputs, rescale=rescale, batch_data_samples=pairs
+        )
+        merged = [
+            self.merge_exemplar_results(results[i * k : (i + 1) * k])
+            for i in range(len(batch_data_samples))
+        ]
+        return self.add_pred_to_datasample(batch_data_samples, merged)
+
+    def _forward(
+        self,
+        batch_inputs: Dict[str, Tensor],
+        batch_data_samples: OptSampleList = None,
+    ) -> Tuple[Tensor, ...]:
+        """Head outputs of every (target, exemplar) pair (B * K of them,
+        target-major), without post-processing."""
+        _, pairs = self._pair_samples(batch_inputs, batch_data_samples)
+        return super()._forward(batch_inputs, pairs)
+
+    def merge_exemplar_results(
+        self, results: Sequence[InstanceData]
+    ) -> InstanceData:
+        """Merge one target's detections from its ``K`` exemplars.
+
+        All detections are ranked by score (ties: lower exemplar index
+        first, then each pair's own order); going down the ranking, a
+        detection whose IoU with an already kept detection of another
+        exemplar exceeds ``test_cfg.exemplar_merge_iou`` (default 0.5) is
+        dropped, and at most ``test_cfg.max_per_img`` are kept.
+
+        Args:
+            results (Sequence[InstanceData]): The ``K`` pairs' detections,
+                each with ``bboxes`` (N_j, 4), ``scores`` (N_j,) and
+                ``labels`` (N_j,).
+
+        Returns:
+            InstanceData: The merged detections, by decreasing score, with
+            ``exemplar_index`` (N,), the pair each one comes from.
+        """
+        cfg = self.test_cfg or {}
+        iou_thr = cfg.get('exemplar_merge_iou', 0.5)
+        max_per_img = cfg.get('max_per_img')
+        merged = InstanceData.cat(
+            [
+                InstanceData(
+                    bboxes=r.bboxes,
+                    scores=r.scores,
+                    labels=r.labels,
+                    exemplar_index=r.labels.new_full((len(r),), j),
+                )
+                for j, r in enumerate(results)
+            ]
+        )
+        order = torch.sort(merged.scores, descending=True, stable=True)[1]
+        merged = merged[order]
+        index = merged.exemplar_index
+        clash = (bbox_overlaps(merged.bboxes, merged.bboxes) > iou_thr) & (
+            index[:, None] != index[None, :]
+        )
+        dropped = torch.zeros_like(index, dtype=torch.bool)
+        keep = []
+        for i in range(len(merged)):
+            if max_per_img is not None and len(keep) >= max_per_img:
+                break
+            if not dropped[i]:
+                keep.append(i)
+                dropped |= clash[i]
+        return merged[index.new_tensor(keep)]
 
     def forward_transformer(
         self,
