@@ -133,13 +133,17 @@ test_pipeline = [
 # xattn_mm.det.datasets.synthetic_oneshot.SYNTHETIC_CLASSES
 classes = (
     'red square',
-    'amber disk',
-    'chartreuse triangle',
-    'green square',
-    'cyan disk',
-    'azure triangle',
+    'orange disk',
+    'yellow triangle',
+    'chartreuse square',
+    'green disk',
+    'spring triangle',
+    'cyan square',
+    'azure disk',
+    'blue triangle',
     'violet square',
     'magenta disk',
+    'rose triangle',
 )
 coco = dict(
     type='CocoDataset',

@@ -162,10 +162,9 @@ def test_test_samples_and_draws():
     assert pairs[1][2] == others[0] and pairs[4][2] == others[1]
     again = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
     assert [again.get_pair(i) for i in range(len(ds))] == pairs
-    seen = toy(
-        images, unseen_classes=['c'], test_mode=True, test_classes='seen'
-    )
-    assert seen.samples == []  # a has no candidate outside image 0
+    # a has no candidate outside image 0: no seen-class test sample.
+    with pytest.raises(ValueError, match='no test sample'):
+        toy(images, unseen_classes=['c'], test_mode=True, test_classes='seen')
 
 
 def _coco(split_file, split, test_mode):
@@ -315,3 +314,10 @@ def test_exemplar_swap_control():
     assert len(set(shown)) == 3
     with pytest.raises(ValueError, match='test-mode'):
         toy(images, unseen_classes=['c'], exemplar_swap=True)
+
+
+def test_empty_sample_list_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"no test sample.*\('c',\)"):
+        toy([[(0, 0)], [(1, 0)]], unseen_classes=['c'], test_mode=True)
+    with pytest.raises(ValueError, match='no training sample'):
+        toy([[(2, 0)], [(2, 0)]], unseen_classes=['c'])

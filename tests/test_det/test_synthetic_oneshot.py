@@ -19,7 +19,7 @@ from xattn_mm.det.datasets.synthetic_oneshot import (
 @pytest.fixture(scope='module')
 def synth(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('synth'))
-    files = generate_synthetic_oneshot(root, num_train=40, num_val=12)
+    files = generate_synthetic_oneshot(root, num_train=40, num_val=30)
     return root, files
 
 
@@ -40,7 +40,7 @@ def test_files_are_coco_and_reproducible(synth, tmp_path):
     assert len(per_image) == 40
     img = cv2.imread(osp.join(root, 'images', 'train', '000001.png'))
     assert img.shape == (128, 128, 3)
-    again = generate_synthetic_oneshot(str(tmp_path), num_train=40, num_val=12)
+    again = generate_synthetic_oneshot(str(tmp_path), num_train=40, num_val=30)
     assert json.load(open(again['train'])) == train
     assert np.array_equal(
         cv2.imread(osp.join(str(tmp_path), 'images', 'train', '000001.png')),
@@ -54,8 +54,16 @@ def test_split_and_one_shot_wrapper(synth):
     init_default_scope('mmdet')
     root, _ = synth
     seen, unseen = one_shot_split('synthetic', SYNTHETIC_CLASSES)
-    assert unseen == SYNTHETIC_UNSEEN == ('green square', 'magenta disk')
-    assert len(seen) == 6
+    assert (
+        unseen
+        == SYNTHETIC_UNSEEN
+        == (
+            'chartreuse square',
+            'azure disk',
+            'rose triangle',
+        )
+    )
+    assert len(seen) == 9
     coco = dict(
         type='CocoDataset',
         data_root=root,

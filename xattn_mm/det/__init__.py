@@ -9,7 +9,13 @@ import mmdet  # noqa: F401
 import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
 from xattn_mm.compat.host_version import check_host_version
 
-from . import datasets, evaluation, models, visualization  # noqa: F401  (registers them)
+from . import (  # noqa: F401  (registers them)
+    datasets,
+    engine,
+    evaluation,
+    models,
+    visualization,
+)
 
 check_host_version('mmcv')
 check_host_version('mmdet')

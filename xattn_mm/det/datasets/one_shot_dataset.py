@@ -242,6 +242,16 @@ class OneShotDataset:
                 ]
                 if usable:
                     self.samples.append((idx, usable))
+        if not self.samples:
+            wanted = self.test_class_names if self.test_mode else seen
+            kind = 'test' if self.test_mode else 'training'
+            raise ValueError(
+                f'OneShotDataset has no {kind} sample: no image of the '
+                f'wrapped dataset ({len(self.dataset)} images) holds a '
+                f'non-ignored object of {wanted} with an exemplar candidate '
+                'in another image. '
+                'Check the data paths, the split and test_classes.'
+            )
         self._fully_initialized = True
 
     def _has_other_image(self, label: int, idx: int) -> bool:

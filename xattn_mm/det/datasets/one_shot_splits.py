@@ -29,7 +29,7 @@ def one_shot_split(
     Args:
         split (str): ``'voc'`` (unseen: aeroplane, cat, cow, sheep) or
             ``'coco1'`` .. ``'coco4'``, or ``'synthetic'`` (the embedded
-            dataset, unseen: green square, magenta disk).
+            dataset, unseen: chartreuse square, azure disk, rose triangle).
         classes (Sequence[str]): The dataset's classes; every unseen class of
             the split must be among them.
 

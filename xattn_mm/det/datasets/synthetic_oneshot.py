@@ -1,12 +1,12 @@
 """The embedded one-shot detection dataset: procedural shapes in COCO format.
 
-Eight classes, each one hue and one shape (hues 45 degrees apart, shapes
-cycling square, disk, triangle). Two are unseen: ``green square`` and ``magenta
-disk`` -- their shapes occur among the seen classes, and their hues lie
-between seen hues, so a model can only find them by comparing the target with
-the exemplar. Every image holds objects of two or three different classes
-(one or two instances each) on a textured background, so an image alone never
-says which objects to detect.
+Twelve classes, each one hue and one shape (hues 30 degrees apart, shapes
+cycling square, disk, triangle). Every fourth is unseen: ``chartreuse
+square``, ``azure disk`` and ``rose triangle`` -- their shapes occur among the
+seen classes and their hues lie between seen hues, so a model can only find
+them by comparing the target with the exemplar. Every image holds objects of
+two or three different classes (one or two instances each) on a textured
+background, so an image alone never says which objects to detect.
 
 The files are ordinary COCO detection files read by mmdet's ``CocoDataset``;
 :class:`OneShotDataset` with ``split='synthetic'`` applies the split.
@@ -23,16 +23,21 @@ import numpy as np
 
 SYNTHETIC_CLASSES = (
     'red square',
-    'amber disk',
-    'chartreuse triangle',
-    'green square',
-    'cyan disk',
-    'azure triangle',
+    'orange disk',
+    'yellow triangle',
+    'chartreuse square',
+    'green disk',
+    'spring triangle',
+    'cyan square',
+    'azure disk',
+    'blue triangle',
     'violet square',
     'magenta disk',
+    'rose triangle',
 )
-SYNTHETIC_UNSEEN = ('green square', 'magenta disk')
-_HUES = tuple(i / 8 for i in range(8))  # fraction of a turn, 45 degrees apart
+# Every fourth class, as the COCO one-shot splits choose theirs.
+SYNTHETIC_UNSEEN = ('chartreuse square', 'azure disk', 'rose triangle')
+_HUES = tuple(i / 12 for i in range(12))  # fraction of a turn, 30 degrees
 
 
 def _draw_shape(
@@ -123,7 +128,7 @@ def generate_synthetic_oneshot(
 ) -> Dict[str, str]:
     """Write the dataset under ``root``: ``images/{train,val}/*.png`` and
     ``annotations/instances_{train,val}.json`` (COCO format, category ids
-    1..8 in :data:`SYNTHETIC_CLASSES` order). Reproducible for a given seed.
+    1..12 in :data:`SYNTHETIC_CLASSES` order). Reproducible for a given seed.
 
     Args:
         root (str): Output directory (created).

@@ -1,0 +1,3 @@
+from .freeze_backbone_hook import FreezeBackboneHook
+
+__all__ = ['FreezeBackboneHook']
