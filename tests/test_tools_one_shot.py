@@ -61,8 +61,9 @@ log_processor = dict(by_epoch=False)
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('one_shot_tools')
     (root / 'data').mkdir()
-    (root / 'data' / 'coco').symlink_to(Path(DATA) / 'coco128')
-    (root / 'data' / 'VOCdevkit').symlink_to(Path(DATA) / 'VOCdevkit')
+    data = Path(DATA).resolve()  # XATTN_DATA may be relative (CI's is)
+    (root / 'data' / 'coco').symlink_to(data / 'coco128')
+    (root / 'data' / 'VOCdevkit').symlink_to(data / 'VOCdevkit')
     return root
 
 
