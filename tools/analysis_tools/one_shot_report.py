@@ -10,7 +10,6 @@ the exemplar scores far lower under it.
 """
 
 import argparse
-import copy
 import json
 import os
 import os.path as osp
@@ -179,7 +178,7 @@ def main(argv=None) -> int:
     with open(osp.join(args.work_dir, 'one_shot_report.md'), 'w') as f:
         f.write(table + '\n')
     with open(osp.join(args.work_dir, 'one_shot_report.json'), 'w') as f:
-        json.dump(copy.deepcopy(rows), f, indent=2)
+        json.dump(rows, f, indent=2)
     picture = osp.join(args.work_dir, 'predictions.png')
     _pictures(runners[0], args.num_pictures, args.score_thr, picture)
     print(f'predictions: {picture}')
