@@ -15,28 +15,9 @@ and at test time only ``Resize((300, 300))``. The resize comes first, so the
 perspective and blur magnitudes (in pixels) are those of a 300x300 image.
 
 The mmcv-convention (HxWx3 uint8 BGR ``results['img']``) pipelines that
-reproduce it, as :func:`exemplar_train_pipeline` and
-:func:`exemplar_test_pipeline` return them::
-
-    train = [
-        dict(type='LoadImageFromFile'),
-        dict(type='CropExemplar'),
-        dict(type='Resize', scale=(300, 300), keep_ratio=False,
-             backend='pillow'),
-        dict(type='ExemplarColorJitter', brightness=0.4, contrast=0.4,
-             saturation=0.4, hue=0.1, prob=0.3),
-        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-        dict(type='RandomPerspective', distortion_scale=0.5, prob=0.5),
-        dict(type='RandomGrayscale', prob=0.4, keep_channels=True,
-             channel_weights=(0.114, 0.587, 0.299)),
-        dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-    ]
-    test = [
-        dict(type='LoadImageFromFile'),
-        dict(type='CropExemplar'),
-        dict(type='Resize', scale=(300, 300), keep_ratio=False,
-             backend='pillow'),
-    ]
+reproduce it are :func:`exemplar_train_pipeline` and
+:func:`exemplar_test_pipeline`; the IA-DETR dataset configs spell them out
+(``tests/test_configs.py`` checks that they match).
 
 ``Resize``, ``RandomFlip`` and ``RandomGrayscale`` are the host (mmcv /
 mmdet) transforms; ``backend='pillow'`` makes the resize PIL's antialiased
