@@ -1,3 +1,4 @@
 from .global_swin_v2 import GlobalSwinTransformerV2
+from .stoch_ca import StochCA
 
-__all__ = ['GlobalSwinTransformerV2']
+__all__ = ['GlobalSwinTransformerV2', 'StochCA']
