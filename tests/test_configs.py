@@ -32,10 +32,9 @@ from xattn_mm.testing.one_shot import one_shot_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs'
-CONFIGS = sorted(
-    p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts
-)
 IA_DETR = CONFIG_DIR / 'ia_detr'
+# configs/stoch_ca: tests/test_configs_stoch_ca.py.
+CONFIGS = sorted(IA_DETR.rglob('*.py'))
 SYNTHETIC = {
     IA_DETR / 'synthetic_oneshot.py',
     IA_DETR / 'synthetic_oneshot_stage1.py',

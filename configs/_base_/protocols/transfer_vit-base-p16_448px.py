@@ -1,0 +1,102 @@
+# Transfer learning on fine-grained benchmarks as StochCA runs it: ViT-B/16
+# at 448 px (resize to 550 x 550, random / centre crop 448), batch 16, AdamW
+# lr 5e-4 * batch / 512, weight decay 0.05, 100 warm-up iterations then
+# cosine decay to 0 over 10k iterations, evaluation every 200, on a
+# class-stratified fraction of the training set (StratifiedSubset, seed 0).
+# Plain fine-tuning; the leaves under configs/stoch_ca/transfer/ name the
+# dataset and the ratio, their stochca_* twins swap in StochCA and the
+# l2sp_* / bss_* variants add a regulariser.
+_base_ = ['./runtime_mmpretrain.py']
+
+# ---- frequently modified ----
+pretrained = 'checkpoints/vit-base-p16_torchvision-in1k.pth'
+num_classes = 200
+ratio = 1.0
+batch_size = 16
+train_set = dict(type='CUB', data_root='data/CUB_200_2011', split='train')
+test_set = dict(type='CUB', data_root='data/CUB_200_2011', split='test')
+# -----------------------------
+
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(
+        num_classes=num_classes,
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True,
+    ),
+    backbone=dict(
+        type='VisionTransformer',
+        arch='b',
+        img_size=448,
+        patch_size=16,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.'
+        ),
+    ),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=num_classes,
+        in_channels=768,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+    ),
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(550, 550)),
+    dict(type='RandomCrop', crop_size=448),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(550, 550)),
+    dict(type='CenterCrop', crop_size=448),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='StratifiedSubset',
+        ratio=ratio,
+        seed=0,
+        dataset=dict(pipeline=train_pipeline, **train_set),
+    ),
+)
+val_dataloader = dict(
+    batch_size=64,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(pipeline=test_pipeline, **test_set),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1,))
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    optimizer=dict(
+        type='AdamW', lr=5e-4 * batch_size / 512, weight_decay=0.05
+    ),
+)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, end=100),
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=100,
+        end=10000,
+        eta_min=0.0,
+    ),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=10000, val_interval=200)
+val_cfg = dict()
+test_cfg = dict()
+# --auto-scale-lr keeps lr = 5e-4 * (total batch) / 512 on any GPU count.
+auto_scale_lr = dict(base_batch_size=batch_size)
+default_hooks = dict(checkpoint=dict(interval=10000, max_keep_ckpts=1))

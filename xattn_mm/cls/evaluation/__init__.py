@@ -1,0 +1,3 @@
+from .domain_accuracy import DomainAccuracy
+
+__all__ = ['DomainAccuracy']
