@@ -3,11 +3,13 @@
 from .datasets import (
     make_classification_folder,
     make_coco_detection,
+    make_multi_domain_folder,
     make_segmentation_folder,
 )
 
 __all__ = [
     'make_classification_folder',
     'make_coco_detection',
+    'make_multi_domain_folder',
     'make_segmentation_folder',
 ]

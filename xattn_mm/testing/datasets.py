@@ -207,3 +207,81 @@ def make_segmentation_folder(
         cv2.imwrite(osp.join(root, 'img_dir', f'{n}.png'), img)
         cv2.imwrite(osp.join(root, 'ann_dir', f'{n}.png'), mask)
     return root
+
+
+# Per-domain style: (foreground colour, background intensity range, outline
+# only). The class is the shape, so the same classes look different in every
+# domain.
+_DOMAIN_STYLES = (
+    ((230, 230, 230), (0, 40), False),
+    ((30, 30, 30), (200, 255), False),
+    ((60, 200, 230), (60, 110), True),
+    ((230, 120, 40), (0, 255), False),
+)
+_SHAPES = ('square', 'disk', 'triangle', 'bar')
+
+
+def _draw_shape(img: np.ndarray, shape: str, colour, outline: bool, rng):
+    size = img.shape[0]
+    lo = int(rng.integers(1, size // 4))
+    hi = size - 1 - int(rng.integers(1, size // 4))
+    thickness = 2 if outline else -1
+    colour = tuple(int(c) for c in colour)
+    if shape == 'square':
+        cv2.rectangle(img, (lo, lo), (hi, hi), colour, thickness)
+    elif shape == 'disk':
+        cv2.circle(
+            img, (size // 2, size // 2), (hi - lo) // 2, colour, thickness
+        )
+    elif shape == 'triangle':
+        pts = np.array([[size // 2, lo], [lo, hi], [hi, hi]], np.int32)
+        if outline:
+            cv2.polylines(img, [pts], True, colour, 2)
+        else:
+            cv2.fillPoly(img, [pts], colour)
+    else:
+        mid = size // 2
+        cv2.rectangle(img, (lo, mid - 3), (hi, mid + 3), colour, thickness)
+
+
+def make_multi_domain_folder(
+    root: str,
+    domains: Sequence[str] = ('photo', 'sketch', 'cartoon'),
+    classes: Sequence[str] = ('square', 'disk', 'triangle'),
+    images_per_class: int = 6,
+    image_size: int = 32,
+    seed: int = 0,
+) -> str:
+    """Write ``root/<domain>/<class>/<n>.png`` (DomainBed layout): class
+    ``i`` is a shape, domain ``d`` a drawing style (colours, background,
+    filled or outlined), so the domains share classes but not appearance.
+
+    Args:
+        root (str): Output directory.
+        domains (Sequence[str]): Domain folder names (at most 4).
+        classes (Sequence[str]): Class folder names (at most 4).
+        images_per_class (int): Images per class and domain. Defaults to 6.
+        image_size (int): Side of the square images. Defaults to 32.
+        seed (int): Random seed. Defaults to 0.
+
+    Returns:
+        str: ``root``.
+    """
+    if not 1 <= len(domains) <= len(_DOMAIN_STYLES):
+        raise ValueError(f'domains must name 1 to 4 domains, got {domains}.')
+    if not 1 <= len(classes) <= len(_SHAPES):
+        raise ValueError(f'classes must name 1 to 4 classes, got {classes}.')
+    rng = np.random.default_rng(seed)
+    for (colour, (bg_lo, bg_hi), outline), domain in zip(
+        _DOMAIN_STYLES, domains
+    ):
+        for shape, name in zip(_SHAPES, classes):
+            folder = osp.join(root, domain, name)
+            os.makedirs(folder, exist_ok=True)
+            for n in range(images_per_class):
+                img = rng.integers(
+                    bg_lo, bg_hi + 1, size=(image_size, image_size, 3)
+                ).astype(np.uint8)
+                _draw_shape(img, shape, colour, outline, rng)
+                cv2.imwrite(osp.join(folder, f'{n}.png'), img)
+    return root

@@ -16,8 +16,8 @@ class DomainBalancedBatchSampler(BatchSampler):
 
     Indices arrive in the wrapped sampler's order (shuffled, seeded and split
     across ranks by mmengine's ``InfiniteSampler`` or ``DefaultSampler``);
-    each goes to its domain's bucket unless that bucket is already full, in
-    which case it is skipped for this batch. A batch is yielded when every
+    each goes to its domain's bucket unless that bucket is already full (or
+    holds it), in which case it is skipped for this batch. A batch is yielded when every
     bucket is full, so each domain contributes a uniform draw without
     replacement from its part of the stream. With ``batch_size`` = 32 and
     three training domains a batch holds 96 samples, DomainBed's protocol
@@ -66,7 +66,9 @@ class DomainBalancedBatchSampler(BatchSampler):
         full = 0
         for index in self.sampler:
             bucket = buckets[bisect.bisect_right(self.cumulative_sizes, index)]
-            if len(bucket) == self.batch_size:
+            # Across the sampler's passes an index may come back before
+            # its bucket is full; a batch holds it once.
+            if len(bucket) == self.batch_size or index in bucket:
                 continue
             bucket.append(index)
             full += len(bucket) == self.batch_size
