@@ -1,6 +1,7 @@
 """Small input builders shared by the tests (and usable by users' tests)."""
 
 from .datasets import (
+    crop_coco_objects,
     make_classification_folder,
     make_coco_detection,
     make_multi_domain_folder,
@@ -8,6 +9,7 @@ from .datasets import (
 )
 
 __all__ = [
+    'crop_coco_objects',
     'make_classification_folder',
     'make_coco_detection',
     'make_multi_domain_folder',

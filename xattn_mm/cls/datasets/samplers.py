@@ -17,11 +17,11 @@ class DomainBalancedBatchSampler(BatchSampler):
     Indices arrive in the wrapped sampler's order (shuffled, seeded and split
     across ranks by mmengine's ``InfiniteSampler`` or ``DefaultSampler``);
     each goes to its domain's bucket unless that bucket is already full (or
-    holds it), in which case it is skipped for this batch. A batch is yielded when every
-    bucket is full, so each domain contributes a uniform draw without
-    replacement from its part of the stream. With ``batch_size`` = 32 and
-    three training domains a batch holds 96 samples, DomainBed's protocol
-    on one GPU; the count is per GPU.
+    holds it), in which case it is skipped for this batch. A batch is
+    yielded when every bucket is full, so each domain contributes a uniform
+    draw without replacement from its part of the stream. With
+    ``batch_size`` = 32 and three training domains a batch holds 96
+    samples, DomainBed's protocol on one GPU; the count is per GPU.
 
     Args:
         sampler (Sampler): The index sampler; its ``dataset`` must be a
