@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
@@ -224,3 +225,12 @@ def test_transfer_protocol(path):
         )
     else:
         assert not regularizers
+
+
+def test_metafile_lists_every_config():
+    index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+    assert 'configs/stoch_ca/metafile.yml' in index['Import']
+    meta = yaml.safe_load((STOCH_CA / 'metafile.yml').read_text())
+    listed = {m['Config'] for m in meta['Models']}
+    assert listed == {rel(p) for p in CONFIGS}
+    assert all(m['In Collection'] == 'StochCA' for m in meta['Models'])

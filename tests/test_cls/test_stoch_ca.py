@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -5,6 +8,7 @@ from mmpretrain.registry import MODELS
 
 import xattn_mm.cls  # noqa: F401
 
+ROOT = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=32, num_layers=4, num_heads=4, feedforward_channels=64)
 
 
@@ -417,3 +421,35 @@ def test_invalid_arguments(kwargs, error, match):
     cfg.update(kwargs)
     with pytest.raises(error, match=match):
         MODELS.build(cfg)
+
+
+def test_export_loads_strictly_into_the_plain_classifier():
+    path = ROOT / 'tools' / 'model_converters' / 'stoch_ca_to_plain.py'
+    spec = importlib.util.spec_from_file_location('stoch_ca_to_plain', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    export = tool.export_state_dict
+    head = dict(type='LinearClsHead', num_classes=3, in_channels=32)
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='StochCA', p=0.5, backbone=vit_cfg()),
+            head=head,
+        )
+    )
+    model.init_weights()
+    perturb(model.backbone.backbone, seed=4)  # "fine-tuned"
+    plain = MODELS.build(
+        dict(type='ImageClassifier', backbone=vit_cfg(), head=head)
+    )
+    plain.load_state_dict(export(model.state_dict()), strict=True)
+    model.eval()
+    plain.eval()
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(x, mode='tensor'), plain(x, mode='tensor'), rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match='not a checkpoint'):
+        export(plain.state_dict())

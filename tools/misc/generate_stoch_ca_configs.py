@@ -11,6 +11,7 @@ and rerun; ``--check`` fails if a file on disk differs (the tests run it).
 """
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -221,9 +222,60 @@ def ruff_format(files: Dict[str, str]) -> Dict[str, str]:
         return {rel: (Path(tmp) / rel).read_text() for rel in files}
 
 
+DATA_NAMES = {
+    'pacs': 'PACS',
+    'vlcs': 'VLCS',
+    'officehome': 'Office-Home',
+    'terraincognita': 'TerraIncognita',
+    'domainnet': 'DomainNet',
+    'cub': 'CUB-200-2011',
+    'aircraft': 'FGVC-Aircraft',
+    'cars': 'Stanford Cars',
+    'dogs': 'Stanford Dogs',
+}
+METAFILE_HEAD = """Collections:
+  - Name: StochCA
+    Metadata:
+      Training Techniques:
+        - AdamW
+        - Stochastic Cross-Attention
+      Training Resources: 1x GPU
+      Architecture:
+        - Vision Transformer
+    Paper:
+      URL: https://arxiv.org/abs/2402.16092
+      Title: 'StochCA: A Novel Approach for Exploiting Pretrained Models with
+        Cross-Attention'
+    README: configs/stoch_ca/README.md
+
+Models:
+"""
+
+
+def metafile(configs: Dict[str, str]) -> str:
+    """configs/stoch_ca/metafile.yml: one model per config."""
+    entries = []
+    for rel in sorted(configs):
+        stem = Path(rel).stem
+        dataset = re.search(r'_(\w+?)-', stem.split('_', 2)[2]).group(1)
+        dg = rel.startswith('domain_generalization')
+        entries.append(
+            f'  - Name: {stem}\n'
+            '    In Collection: StochCA\n'
+            f'    Config: configs/stoch_ca/{rel}\n'
+            '    Metadata:\n'
+            f'      Training Data: {DATA_NAMES[dataset]}\n'
+            f'      Iterations: {5001 if dg else 10000}\n'
+            f'      Batch Size: {"32 per domain" if dg else 16}\n'
+        )
+    return HEADER + METAFILE_HEAD + '\n'.join(entries)
+
+
 def all_configs() -> Dict[str, str]:
-    """Relative path under configs/stoch_ca/ to file text."""
-    return ruff_format({**domainbed_configs(), **transfer_configs()})
+    """Relative path under configs/stoch_ca/ to file text, and the
+    metafile."""
+    configs = ruff_format({**domainbed_configs(), **transfer_configs()})
+    return {**configs, 'metafile.yml': metafile(configs)}
 
 
 def main() -> int:
@@ -255,11 +307,11 @@ def main() -> int:
         if stale or extra:
             print(f'Out of date: {stale}; not generated: {extra}.')
             return 1
-        print(f'{len(files)} configs up to date.')
+        print(f'{len(files)} files up to date.')
         return 0
     for rel in extra:
         (OUT / rel).unlink()
-    print(f'Wrote {len(files)} configs under {OUT}.')
+    print(f'Wrote {len(files)} files under {OUT}.')
     return 0
 
 
