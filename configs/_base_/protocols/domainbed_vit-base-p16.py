@@ -6,10 +6,12 @@
 # with tools/model_converters/vit_to_mmpretrain.py). Plain fine-tuning; the
 # leaves under configs/stoch_ca/domain_generalization/ name the dataset and
 # the test domain, and their stochca_* twins swap in the StochCA backbone.
-_base_ = ['./runtime_mmpretrain.py']
+_base_ = [
+    './runtime_mmpretrain.py',
+    '../models/vit-base-p16_in1k-pretrained.py',
+]
 
 # ---- frequently modified ----
-pretrained = 'checkpoints/vit-base-p16_torchvision-in1k.pth'
 data_root = 'data/domainbed/PACS'
 domains = ['art_painting', 'cartoon', 'photo', 'sketch']
 test_domain = 'art_painting'
@@ -18,29 +20,8 @@ samples_per_domain = 32  # per GPU; 32 on one GPU is the protocol
 # -----------------------------
 
 model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(
-        num_classes=num_classes,
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True,
-    ),
-    backbone=dict(
-        type='VisionTransformer',
-        arch='b',
-        img_size=224,
-        patch_size=16,
-        init_cfg=dict(
-            type='Pretrained', checkpoint=pretrained, prefix='backbone.'
-        ),
-    ),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=num_classes,
-        in_channels=768,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-    ),
+    data_preprocessor=dict(num_classes=num_classes),
+    head=dict(num_classes=num_classes),
 )
 
 # DomainBed's augmentation; evaluation resizes to 224 x 224.

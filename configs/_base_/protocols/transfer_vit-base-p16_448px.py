@@ -6,10 +6,12 @@
 # Plain fine-tuning; the leaves under configs/stoch_ca/transfer/ name the
 # dataset and the ratio, their stochca_* twins swap in StochCA and the
 # l2sp_* / bss_* variants add a regulariser.
-_base_ = ['./runtime_mmpretrain.py']
+_base_ = [
+    './runtime_mmpretrain.py',
+    '../models/vit-base-p16_in1k-pretrained.py',
+]
 
 # ---- frequently modified ----
-pretrained = 'checkpoints/vit-base-p16_torchvision-in1k.pth'
 num_classes = 200
 ratio = 1.0
 batch_size = 16
@@ -18,29 +20,9 @@ test_set = dict(type='CUB', data_root='data/CUB_200_2011', split='test')
 # -----------------------------
 
 model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(
-        num_classes=num_classes,
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True,
-    ),
-    backbone=dict(
-        type='VisionTransformer',
-        arch='b',
-        img_size=448,
-        patch_size=16,
-        init_cfg=dict(
-            type='Pretrained', checkpoint=pretrained, prefix='backbone.'
-        ),
-    ),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=num_classes,
-        in_channels=768,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-    ),
+    data_preprocessor=dict(num_classes=num_classes),
+    backbone=dict(img_size=448),
+    head=dict(num_classes=num_classes),
 )
 
 train_pipeline = [
