@@ -69,7 +69,6 @@ class LeaveOneDomainOut(ConcatDataset):
         self.test_domain = test_domain
         self.split = split
         order = sorted(domains)
-        train_domains = [d for d in domains if d != test_domain]
 
         def part(domain: str, which: str) -> dict:
             inner = dict(
@@ -91,9 +90,9 @@ class LeaveOneDomainOut(ConcatDataset):
             )
 
         if split == 'train':
-            datasets = [part(d, 'train') for d in train_domains]
+            datasets = [part(d, 'train') for d in self.train_domains]
         elif split == 'val':
-            datasets = [part(d, 'holdout') for d in train_domains]
+            datasets = [part(d, 'holdout') for d in self.train_domains]
             datasets.append(part(test_domain, 'all'))
         else:
             datasets = [part(test_domain, 'all')]

@@ -112,27 +112,32 @@ def embed_tokens(vit: VisionTransformer, x: Tensor) -> Tuple[Tensor, tuple]:
     return vit.pre_norm(vit.drop_after_pos(x)), patch_resolution
 
 
-def project_keys_values(
-    attn: MultiheadAttention, x: Tensor
-) -> Tuple[Tensor, Tensor]:
-    """Keys and values of a host attention: rows C..3C of its packed
-    ``qkv`` projection, without computing the queries.
+def packed_projection(
+    attn: MultiheadAttention, x: Tensor, rows: slice
+) -> Tensor:
+    """Some rows of a host attention's packed ``qkv`` projection (queries
+    0..C, keys C..2C, values 2C..3C), without computing the others.
 
     Args:
         attn (MultiheadAttention): The block's attention.
         x (Tensor): The block's LN1 output, shape (B, N, C).
+        rows (slice): Output channels of ``qkv`` to compute.
 
     Returns:
-        tuple[Tensor, Tensor]: Keys and values, each (B, N, C).
+        Tensor: Shape (B, N, len(rows)).
     """
-    dims = attn.embed_dims
     bias = attn.qkv.bias
-    kv = F.linear(
-        x,
-        attn.qkv.weight[dims:],
-        None if bias is None else bias[dims:],
+    return F.linear(
+        x, attn.qkv.weight[rows], None if bias is None else bias[rows]
     )
-    return kv.chunk(2, dim=-1)
+
+
+def project_keys_values(
+    attn: MultiheadAttention, x: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Keys and values of a host attention, each (B, N, C)."""
+    keys_values = packed_projection(attn, x, slice(attn.embed_dims, None))
+    return keys_values.chunk(2, dim=-1)
 
 
 def _load_teacher_state(path: str) -> Dict[str, Tensor]:
@@ -366,13 +371,7 @@ class StochCA(BaseBackbone):
         dropout = attn.attn_drop if self.training else 0.0
         key, value = keys_values
         if beta.dim() == 0:
-            dims = attn.embed_dims
-            bias = attn.qkv.bias
-            query = F.linear(
-                x,
-                attn.qkv.weight[:dims],
-                None if bias is None else bias[:dims],
-            )
+            query = packed_projection(attn, x, slice(0, attn.embed_dims))
             out = multihead_attention(
                 query, key, value, attn.num_heads, dropout_p=dropout
             )
