@@ -12,11 +12,11 @@ and rerun; ``--check`` fails if a file on disk differs (the tests run it).
 
 import argparse
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict
+
+from xattn_mm.engine.config_generation import ruff_format, write_or_check
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / 'configs' / 'stoch_ca'
@@ -199,29 +199,6 @@ def transfer_configs() -> Dict[str, str]:
     return files
 
 
-def ruff_format(files: Dict[str, str]) -> Dict[str, str]:
-    """The texts as the project's ruff settings format them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for rel, text in files.items():
-            path = Path(tmp) / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        subprocess.run(
-            [
-                sys.executable,
-                '-m',
-                'ruff',
-                'format',
-                '-q',
-                '--config',
-                str(ROOT / 'ruff.toml'),
-                tmp,
-            ],
-            check=True,
-        )
-        return {rel: (Path(tmp) / rel).read_text() for rel in files}
-
-
 DATA_NAMES = {
     'pacs': 'PACS',
     'vlcs': 'VLCS',
@@ -274,7 +251,9 @@ def metafile(configs: Dict[str, str]) -> str:
 def all_configs() -> Dict[str, str]:
     """Relative path under configs/stoch_ca/ to file text, and the
     metafile."""
-    configs = ruff_format({**domainbed_configs(), **transfer_configs()})
+    configs = ruff_format(
+        {**domainbed_configs(), **transfer_configs()}, ROOT / 'ruff.toml'
+    )
     return {**configs, 'metafile.yml': metafile(configs)}
 
 
@@ -286,33 +265,12 @@ def main() -> int:
         help='compare with the files on disk instead of writing',
     )
     args = parser.parse_args()
-    files = all_configs()
-    stale = []
-    for rel, text in files.items():
-        path = OUT / rel
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(rel)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    expected = {OUT / rel for rel in files}
-    extra = [
-        str(p.relative_to(OUT))
-        for folder in ('domain_generalization', 'transfer')
-        for p in sorted((OUT / folder).glob('*.py'))
-        if p not in expected
-    ]
-    if args.check:
-        if stale or extra:
-            print(f'Out of date: {stale}; not generated: {extra}.')
-            return 1
-        print(f'{len(files)} files up to date.')
-        return 0
-    for rel in extra:
-        (OUT / rel).unlink()
-    print(f'Wrote {len(files)} files under {OUT}.')
-    return 0
+    return write_or_check(
+        all_configs(),
+        OUT,
+        ('domain_generalization', 'transfer'),
+        args.check,
+    )
 
 
 if __name__ == '__main__':

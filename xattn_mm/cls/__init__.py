@@ -14,6 +14,6 @@ import xattn_mm.compat.mmcv_numpy2  # noqa: F401  (mmcv.adjust_hue fix)
 import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
 from xattn_mm.compat.host_version import check_host_version
 
-from . import datasets, evaluation, models  # noqa: F401  (registers)
+from . import datasets, engine, evaluation, models  # noqa: F401  (registers)
 
 check_host_version('mmpretrain')

@@ -39,6 +39,7 @@ def multihead_attention(
     attn_mask: Optional[Tensor] = None,
     key_padding_mask: Optional[Tensor] = None,
     dropout_p: float = 0.0,
+    scale: Optional[float] = None,
 ) -> Tensor:
     """Scaled dot-product attention over heads, on projected inputs.
 
@@ -61,6 +62,9 @@ def multihead_attention(
             True marks a padded key. Defaults to None.
         dropout_p (float): Dropout on the attention weights; pass 0 at
             inference. Defaults to 0.0.
+        scale (float, optional): Factor on the logits. Defaults to None
+            (1 / sqrt(head dims)); cosine attention passes 1 and scales the
+            normalised queries itself.
 
     Returns:
         Tensor: Attention output before the output projection, shape
@@ -149,6 +153,7 @@ def multihead_attention(
         split(value),
         attn_mask=mask,
         dropout_p=dropout_p,
+        scale=scale,
     )
     if empty_rows is not None and bool(empty_rows.any()):
         out = out.masked_fill(empty_rows, 0.0)

@@ -217,6 +217,7 @@ _DOMAIN_STYLES = (
     ((30, 30, 30), (200, 255), False),
     ((60, 200, 230), (60, 110), True),
     ((230, 120, 40), (0, 255), False),
+    ((60, 110, 210), (10, 70), False),
 )
 _SHAPES = ('square', 'disk', 'triangle', 'bar')
 
@@ -258,7 +259,7 @@ def make_multi_domain_folder(
 
     Args:
         root (str): Output directory.
-        domains (Sequence[str]): Domain folder names (at most 4).
+        domains (Sequence[str]): Domain folder names (at most 5).
         classes (Sequence[str]): Class folder names (at most 4).
         images_per_class (int): Images per class and domain. Defaults to 6.
         image_size (int): Side of the square images. Defaults to 32.
@@ -268,7 +269,10 @@ def make_multi_domain_folder(
         str: ``root``.
     """
     if not 1 <= len(domains) <= len(_DOMAIN_STYLES):
-        raise ValueError(f'domains must name 1 to 4 domains, got {domains}.')
+        raise ValueError(
+            f'domains must name 1 to {len(_DOMAIN_STYLES)} domains, got '
+            f'{domains}.'
+        )
     if not 1 <= len(classes) <= len(_SHAPES):
         raise ValueError(f'classes must name 1 to 4 classes, got {classes}.')
     rng = np.random.default_rng(seed)
@@ -329,5 +333,85 @@ def crop_coco_objects(
             img = cv2.imread(osp.join(img_dir, info['file_name']))
             crop = img[max(y, 0) : y + h, max(x, 0) : x + w]
             cv2.imwrite(osp.join(folder, f'{ann["id"]}.jpg'), crop)
+            counts[name] += 1
+    return counts
+
+
+def write_image_list(
+    root: str, folder: str, out_file: str, classes: Sequence[str]
+) -> int:
+    """Write a CDTrans-style list file for ``root/folder/<class>/*``: one
+    ``./folder/<class>/<file> <label>`` line per image, labels in the order
+    of ``classes``, paths relative to ``root``.
+
+    Args:
+        root (str): Folder the paths are relative to.
+        folder (str): Sub-folder holding one folder per class.
+        out_file (str): The list file to write.
+        classes (Sequence[str]): Class folder names, in label order.
+
+    Returns:
+        int: Lines written.
+    """
+    lines = []
+    for label, name in enumerate(classes):
+        class_dir = osp.join(root, folder, name)
+        if not osp.isdir(class_dir):
+            raise FileNotFoundError(f'No class folder {class_dir}.')
+        for file in sorted(os.listdir(class_dir)):
+            lines.append(f'./{folder}/{name}/{file} {label}\n')
+    with open(out_file, 'w') as f:
+        f.writelines(lines)
+    return len(lines)
+
+
+def crop_voc_objects(
+    voc_root: str,
+    out_dir: str,
+    classes: Sequence[str],
+    min_size: int = 24,
+) -> Dict[str, int]:
+    """Cut the non-difficult boxes of ``classes`` out of a VOC year folder
+    (``Annotations/*.xml`` + ``JPEGImages``) into
+    ``out_dir/<class>/<image>_<n>.jpg``.
+
+    Args:
+        voc_root (str): e.g. ``VOCdevkit/VOC2007``.
+        out_dir (str): Output folder.
+        classes (Sequence[str]): VOC class names to keep.
+        min_size (int): Smallest box side kept, in pixels. Defaults to 24.
+
+    Returns:
+        dict[str, int]: Crops written per class.
+    """
+    import xml.etree.ElementTree as ET
+
+    counts = {name: 0 for name in classes}
+    for name in classes:
+        os.makedirs(osp.join(out_dir, name), exist_ok=True)
+    ann_dir = osp.join(voc_root, 'Annotations')
+    for xml_file in sorted(os.listdir(ann_dir)):
+        stem = osp.splitext(xml_file)[0]
+        tree = ET.parse(osp.join(ann_dir, xml_file))
+        img = None
+        for n, obj in enumerate(tree.findall('object')):
+            name = obj.findtext('name')
+            if name not in counts or obj.findtext('difficult') == '1':
+                continue
+            box = obj.find('bndbox')
+            x0, y0, x1, y1 = (
+                int(float(box.findtext(k)))
+                for k in ('xmin', 'ymin', 'xmax', 'ymax')
+            )
+            if min(x1 - x0, y1 - y0) < min_size:
+                continue
+            if img is None:
+                img = cv2.imread(
+                    osp.join(voc_root, 'JPEGImages', stem + '.jpg')
+                )
+            cv2.imwrite(
+                osp.join(out_dir, name, f'{stem}_{n}.jpg'),
+                img[max(y0, 0) : y1, max(x0, 0) : x1],
+            )
             counts[name] += 1
     return counts

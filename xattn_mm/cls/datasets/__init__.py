@@ -1,6 +1,7 @@
 from .domainbed import LeaveOneDomainOut
 from .samplers import DomainBalancedBatchSampler
 from .subsets import DomainSplit, IndexSubset, StratifiedSubset, domainbed_seed
+from .uda_pairs import UDAPairDataset
 
 __all__ = [
     'DomainBalancedBatchSampler',
@@ -8,5 +9,6 @@ __all__ = [
     'LeaveOneDomainOut',
     'IndexSubset',
     'StratifiedSubset',
+    'UDAPairDataset',
     'domainbed_seed',
 ]

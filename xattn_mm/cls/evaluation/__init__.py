@@ -1,3 +1,4 @@
+from .class_accuracy import MeanClassAccuracy
 from .domain_accuracy import DomainAccuracy
 
-__all__ = ['DomainAccuracy']
+__all__ = ['DomainAccuracy', 'MeanClassAccuracy']

@@ -3,5 +3,12 @@ from .regularized import (
     L2SPRegularizer,
     RegularizedImageClassifier,
 )
+from .uda import UDAClassifier, UDADataPreprocessor
 
-__all__ = ['BSSRegularizer', 'L2SPRegularizer', 'RegularizedImageClassifier']
+__all__ = [
+    'BSSRegularizer',
+    'L2SPRegularizer',
+    'RegularizedImageClassifier',
+    'UDAClassifier',
+    'UDADataPreprocessor',
+]

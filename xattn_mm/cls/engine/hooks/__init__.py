@@ -1,0 +1,3 @@
+from .uda_hooks import NoiseScheduleHook, PseudoLabelHook
+
+__all__ = ['NoiseScheduleHook', 'PseudoLabelHook']

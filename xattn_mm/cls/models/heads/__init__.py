@@ -1,0 +1,3 @@
+from .csm_head import CSMHead
+
+__all__ = ['CSMHead']
