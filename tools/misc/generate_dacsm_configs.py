@@ -228,7 +228,11 @@ def stage2_configs() -> Dict[str, str]:
                     'param_scheduler = {{_base_.stage2_param_scheduler}}\n'
                     'custom_hooks = {{_base_.stage2_hooks}}\n'
                     '# CDTrans starts stage 2 from the last stage-1 epoch.\n'
-                    f"load_from = 'work_dirs/{stage1}/epoch_10.pth'\n"
+                    'load_from = (\n'
+                    "    'work_dirs/'\n"
+                    f"    '{stage1}/'\n"
+                    "    'epoch_10.pth'\n"
+                    ')\n'
                 )
                 files[f'{name}/{stem}.py'] = text
     return files

@@ -43,4 +43,8 @@ train_cfg = dict(max_epochs={{_base_.stage2_epochs}})
 param_scheduler = {{_base_.stage2_param_scheduler}}
 custom_hooks = {{_base_.stage2_hooks}}
 # CDTrans starts stage 2 from the last stage-1 epoch.
-load_from = 'work_dirs/dacsm_deit-s-p16_1xb64-10e-stage1_domainnet-painting/epoch_10.pth'
+load_from = (
+    'work_dirs/'
+    'dacsm_deit-s-p16_1xb64-10e-stage1_domainnet-painting/'
+    'epoch_10.pth'
+)
