@@ -6,7 +6,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 from mmengine.dataset import BaseDataset, Compose
-from mmpretrain.registry import DATASETS
+from mmpretrain.registry import DATASETS, TRANSFORMS
 
 LENGTHS = ('target', 'source')
 # Annotation keys that carry a label; never shown to the model for targets.
@@ -91,7 +91,14 @@ class UDAPairDataset:
                 f'length must be one of {LENGTHS} or a positive int, got '
                 f'{length!r}.'
             )
-        self.extract_pipeline = Compose(extract_pipeline)
+        # Built here with mmpretrain's registry: nested dataset builds
+        # leave no default scope behind.
+        self.extract_pipeline = Compose(
+            [
+                TRANSFORMS.build(t) if isinstance(t, dict) else t
+                for t in extract_pipeline
+            ]
+        )
         self.length = length
         self.seed = seed
         self.epoch = 0

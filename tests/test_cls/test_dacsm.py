@@ -1,0 +1,521 @@
+"""DACSM: the DAT backbone, the CSM head, the UDA classifier, the pseudo-label
+procedure and the paired dataset."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+from mmpretrain.registry import DATASETS, MODELS
+from mmpretrain.structures import DataSample
+
+import xattn_mm.cls  # noqa: F401
+from xattn_mm.cls.engine import (
+    center_aware_labels,
+    mutual_nearest_neighbours,
+    pair_domains,
+)
+from xattn_mm.cls.models.classifiers.uda import (
+    rescale_images,
+    soft_cross_entropy,
+)
+from xattn_mm.testing import make_multi_domain_folder, write_image_list
+
+ARCH = dict(embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64)
+
+
+def build_dat(**kwargs):
+    torch.manual_seed(0)
+    cfg = dict(type='DAT', arch=ARCH, img_size=32, patch_size=8)
+    cfg.update(kwargs)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def images(seed, batch=2):
+    return torch.randn(
+        batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# ---- DAT ----------------------------------------------------------------
+
+
+def test_target_branch_is_the_plain_vit_with_the_same_weights():
+    dat = build_dat(drop_path_rate=0.0)
+    vit = MODELS.build(
+        dict(type='VisionTransformer', arch=ARCH, img_size=32, patch_size=8)
+    )
+    vit.load_state_dict(dat.state_dict())
+    dat.eval()
+    vit.eval()
+    source, target = images(0), images(1)
+    _, target_out, _ = dat.forward_branches(source, target)
+    torch.testing.assert_close(target_out[0], vit(target)[0])
+    torch.testing.assert_close(dat(target)[0], vit(target)[0])
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_cross_branch_equals_source_branch_when_source_is_target(training):
+    dat = build_dat(drop_path_rate=0.0, noise_std=0.0)
+    dat.train(training)
+    x = images(0)
+    source_out, target_out, cross_out = dat.forward_branches(x, x.clone())
+    torch.testing.assert_close(cross_out[0], source_out[0])
+    torch.testing.assert_close(target_out[0], source_out[0])
+
+
+def test_cross_branch_reads_target_keys_values_with_source_queries():
+    dat = build_dat()
+    dat.eval()
+    source, target = images(0), images(1)
+    source_out, target_out, cross_out = dat.forward_branches(source, target)
+    assert not torch.allclose(cross_out[0], source_out[0])
+    assert not torch.allclose(cross_out[0], target_out[0])
+    # Swapping the target changes the cross branch, not the source branch.
+    source_b, _, cross_b = dat.forward_branches(source, images(2))
+    torch.testing.assert_close(source_b[0], source_out[0])
+    assert not torch.allclose(cross_b[0], cross_out[0])
+
+
+def test_forward_branches_gradients_reach_shared_weights():
+    dat = build_dat(cosine_attention=True, noise_std=0.5)
+    dat.train()
+    outs = dat.forward_branches(images(0), images(1))
+    sum(o[0].square().sum() for o in outs).backward()
+    assert dat.layers[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert dat.cross_logit_scale.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('placement', ['logits', 'key', 'value'])
+def test_noise_only_in_training_and_only_in_the_cross_branch(placement):
+    clean = build_dat(drop_path_rate=0.0)
+    noisy = build_dat(
+        drop_path_rate=0.0, noise_std=1.0, noise_placement=placement
+    )
+    source, target = images(0), images(1)
+    clean.eval()
+    noisy.eval()
+    for a, b in zip(
+        clean.forward_branches(source, target),
+        noisy.forward_branches(source, target),
+    ):
+        torch.testing.assert_close(a[0], b[0])
+    clean.train()
+    noisy.train()
+    torch.manual_seed(1)
+    ref = clean.forward_branches(source, target)
+    torch.manual_seed(1)
+    out = noisy.forward_branches(source, target)
+    torch.testing.assert_close(out[0][0], ref[0][0])
+    torch.testing.assert_close(out[1][0], ref[1][0])
+    assert not torch.allclose(out[2][0], ref[2][0])
+    assert noisy.current_noise_std == 1.0
+    noisy.eval()
+    assert noisy.current_noise_std == 0.0
+
+
+def test_noise_std_follows_the_schedule():
+    constant = build_dat(noise_std=0.4)
+    linear = build_dat(noise_std=0.4, noise_schedule='linear')
+    constant.train()
+    linear.train()
+    for progress in (0.0, 0.25, 1.0):
+        constant.set_progress(progress)
+        linear.set_progress(progress)
+        assert constant.current_noise_std == pytest.approx(0.4)
+        assert linear.current_noise_std == pytest.approx(0.4 * (1 - progress))
+    with pytest.raises(ValueError, match='progress'):
+        linear.set_progress(1.5)
+
+
+def test_noise_std_sets_the_spread_of_the_logit_noise(monkeypatch):
+    import xattn_mm.cls.models.backbones.dat as dat_module
+
+    seen = []
+    original = dat_module.multihead_attention
+
+    def spy(query, key, value, num_heads, attn_bias=None, **kwargs):
+        if attn_bias is not None:
+            seen.append(attn_bias.std().item())
+        return original(
+            query, key, value, num_heads, attn_bias=attn_bias, **kwargs
+        )
+
+    monkeypatch.setattr(dat_module, 'multihead_attention', spy)
+    dat = build_dat(noise_std=0.3, noise_schedule='linear')
+    dat.train()
+    dat.set_progress(0.5)
+    dat.forward_branches(images(0, 8), images(1, 8))
+    assert len(seen) == 2  # one noisy cross-attention per block
+    assert seen == pytest.approx([0.15, 0.15], rel=0.1)
+
+
+def test_cosine_attention_temperature_is_absent_without_it():
+    assert 'cross_logit_scale' not in build_dat().state_dict()
+    assert 'cross_logit_scale' in build_dat(cosine_attention=True).state_dict()
+
+
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(noise_std=-1.0), 'noise_std'),
+        (dict(noise_std='a'), 'noise_std'),
+        (dict(noise_placement='query'), 'noise_placement'),
+        (dict(noise_schedule='cosine'), 'noise_schedule'),
+    ],
+)
+def test_dat_rejects_bad_arguments(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        build_dat(**kwargs)
+
+
+def test_dat_rejects_mismatched_batches():
+    with pytest.raises(ValueError, match='same shape'):
+        build_dat().forward_branches(images(0, 2), images(1, 3))
+
+
+# ---- CSM head -----------------------------------------------------------
+
+
+def build_head(**kwargs):
+    cfg = dict(type='CSMHead', num_classes=3, in_channels=6, num_subcenters=2)
+    cfg.update(kwargs)
+    head = MODELS.build(cfg)
+    head.init_weights()
+    return head
+
+
+def test_subcenter_logits_select_the_scale_and_max_pool_for_targets():
+    head = build_head(scale=10.0)
+    with torch.no_grad():  # sub-center k of class c is basis vector 2c + k
+        head.fc.weight.copy_(torch.eye(6))
+    feats = torch.eye(6)  # feature j lies on sub-center j
+    logits = head.subcenter_logits((feats,))
+    assert logits.shape == (6, 3, 2)
+    best = logits.flatten(1).argmax(1)
+    assert best.tolist() == list(range(6))
+    pooled = head((feats,))
+    torch.testing.assert_close(pooled, logits.amax(-1))
+    assert pooled.argmax(1).tolist() == [0, 0, 1, 1, 2, 2]
+    # The source loss reads the sub-center of each sample's scale.
+    samples = [DataSample().set_gt_label(c) for c in [0, 0, 1, 1, 2, 2]]
+    index = torch.tensor([0, 1, 0, 1, 0, 1])
+    right = head.loss((feats,), samples, subcenter_index=index)['loss']
+    wrong = head.loss((feats,), samples, subcenter_index=1 - index)['loss']
+    assert right < wrong
+    gathered = logits[torch.arange(6), :, index]
+    expected = head.loss_module(
+        gathered, torch.tensor([0, 0, 1, 1, 2, 2]), avg_factor=6
+    )
+    torch.testing.assert_close(right, expected)
+
+
+def test_csm_head_cosine_logits_are_bounded_by_the_scale():
+    head = build_head(scale=5.0)
+    logits = head.subcenter_logits((torch.randn(4, 6) * 100,))
+    assert logits.abs().max() <= 5.0 + 1e-5
+
+
+def test_csm_head_rejects_bad_arguments():
+    with pytest.raises(ValueError, match='num_subcenters'):
+        build_head(num_subcenters=0)
+    with pytest.raises(ValueError, match='scale'):
+        build_head(scale=0.0)
+    head = build_head()
+    samples = [DataSample().set_gt_label(0)] * 2
+    with pytest.raises(ValueError, match='subcenter_index'):
+        head.loss((torch.randn(2, 6),), samples, torch.tensor([0, 2]))
+
+
+# ---- UDA classifier -----------------------------------------------------
+
+
+def build_classifier(**kwargs):
+    torch.manual_seed(0)
+    cfg = dict(
+        type='UDAClassifier',
+        backbone=dict(type='DAT', arch=ARCH, img_size=32, patch_size=8),
+        head=dict(
+            type='CSMHead', num_classes=3, in_channels=32, num_subcenters=3
+        ),
+    )
+    cfg.update(kwargs)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def paired_batch(batch=4, pseudo=True):
+    def part(seed, labelled):
+        samples = []
+        for i in range(batch):
+            s = DataSample()
+            if labelled:
+                s.set_gt_label(i % 3)
+            if pseudo and not labelled:
+                s.set_field(torch.tensor([(i + 1) % 3]), 'pseudo_label')
+            samples.append(s)
+        g = torch.Generator().manual_seed(seed)
+        inputs = [
+            torch.randint(0, 255, (3, 32, 32), generator=g)
+            for _ in range(batch)
+        ]
+        return dict(inputs=inputs, data_samples=samples)
+
+    return dict(source=part(0, True), target=part(1, False))
+
+
+def test_rescale_images_zooms_about_the_centre():
+    x = torch.zeros(3, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0  # a centred 2 x 2 square
+    out = rescale_images(x, torch.tensor([1.0, 2.0, 0.5]))
+    torch.testing.assert_close(out[0], x[0])
+    assert out[1].sum() > 2 * x[1].sum()  # enlarged
+    assert out[2].sum() < x[2].sum()  # shrunk
+    assert out[1, 0, 4, 4] == pytest.approx(1.0)
+
+
+def test_uda_train_step_updates_and_logs_the_three_losses():
+    model = build_classifier()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    before = copy.deepcopy(model.state_dict())
+    log = model.train_step(paired_batch(), wrapper)
+    assert set(log) == {'loss', 'loss_source', 'loss_target', 'loss_distill'}
+    assert all(torch.isfinite(v) for v in log.values())
+    changed = [
+        k
+        for k, v in model.state_dict().items()
+        if not torch.equal(v, before[k])
+    ]
+    assert any(k.startswith('backbone.layers') for k in changed)
+    assert 'head.fc.weight' in changed
+
+
+def test_uda_source_only_step_and_plain_prediction():
+    model = build_classifier()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    log = model.train_step(paired_batch()['source'], wrapper)
+    assert set(log) == {'loss', 'loss_source'}
+    model.eval()
+    data = model.data_preprocessor(paired_batch()['target'], False)
+    preds = model.predict(data['inputs'])
+    logits = model.head(model.backbone(data['inputs']))
+    torch.testing.assert_close(
+        torch.stack([p.pred_score for p in preds]), logits.softmax(1)
+    )
+
+
+def test_uda_loss_terms_follow_the_cdtrans_recipe():
+    model = build_classifier(
+        scales=(1.0, 1.0, 1.0), scale_sampling='cycle'
+    ).eval()
+    batch = model.data_preprocessor(paired_batch(), True)
+    losses = model.loss(batch['inputs'], batch['data_samples'])
+    src, tgt = batch['inputs']['source'], batch['inputs']['target']
+    s_out, t_out, c_out = model.backbone.forward_branches(src, tgt)
+    t_logits, c_logits = model.head(t_out), model.head(c_out)
+    pseudo = torch.tensor([1, 2, 0, 1])
+    torch.testing.assert_close(
+        losses['loss_target'],
+        model.head.loss_module(t_logits, pseudo, avg_factor=4),
+    )
+    expected = -(c_logits.softmax(1) * t_logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(losses['loss_distill'], expected)
+    torch.testing.assert_close(
+        soft_cross_entropy(c_logits, t_logits), expected
+    )
+
+
+def test_uda_classifier_refuses_missing_pseudo_labels_and_bad_config():
+    model = build_classifier()
+    batch = model.data_preprocessor(paired_batch(pseudo=False), True)
+    with pytest.raises(KeyError, match='pseudo_label'):
+        model.loss(batch['inputs'], batch['data_samples'])
+    with pytest.raises(ValueError, match='sub-center'):
+        build_classifier(scales=(1.0, 2.0))
+    with pytest.raises(ValueError, match='pseudo_label_branch'):
+        build_classifier(pseudo_label_branch='source')
+    with pytest.raises(ValueError, match='loss_weights'):
+        build_classifier(loss_weights=dict(entropy=1.0))
+
+
+# ---- pseudo-labels and pairs -----------------------------------------------
+
+
+def toy_domains(seed=0, num_classes=5, per_class=60, dims=16):
+    """Source clusters; the target is the same clusters shifted by a common
+    offset (a domain shift) with their own spread."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dims, generator=g) * 4
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    source = centres[labels] + torch.randn(len(labels), dims, generator=g)
+    shift = torch.randn(dims, generator=g) * 10
+    target = (
+        centres[labels] + shift + torch.randn(len(labels), dims, generator=g)
+    )
+    return source, target, labels, centres
+
+
+def test_center_aware_labels_recover_shifted_clusters():
+    source, target, labels, centres = toy_domains()
+    # The source classifier: softmax over negative distances to the
+    # source class means; the shift makes it err on the target.
+    means = torch.stack([source[labels == c].mean(0) for c in range(5)])
+    probs = F.softmax(-torch.cdist(target, means) / 2, dim=1)
+    source_only = (probs.argmax(1) == labels).float().mean()
+    pseudo = center_aware_labels(target, probs)
+    accuracy = (pseudo == labels).float().mean()
+    assert accuracy >= 0.95
+    assert accuracy > source_only
+
+
+def test_mutual_nearest_neighbours_match_brute_force():
+    source, target, _, _ = toy_domains(seed=1, per_class=7)
+    sim = F.normalize(source, dim=1) @ F.normalize(target, dim=1).t()
+    for chunk in (1, 5, 1000):
+        t_of_s, s_of_t = mutual_nearest_neighbours(source, target, chunk)
+        assert torch.equal(t_of_s, sim.argmax(1))
+        assert torch.equal(s_of_t, sim.argmax(0))
+
+
+def test_pair_filter_keeps_only_label_consistent_pairs():
+    source_labels = torch.tensor([0, 1, 2, 0])
+    pseudo = torch.tensor([0, 2, 2])
+    target_of_source = torch.tensor([0, 1, 2, 2])
+    source_of_target = torch.tensor([3, 1, 2])
+    s, t = pair_domains(
+        source_labels, pseudo, target_of_source, source_of_target
+    )
+    pairs = list(zip(s.tolist(), t.tolist()))
+    # Target-side pairs first, then source-side; (2, 2) is found both ways.
+    assert pairs == [(3, 0), (2, 2), (0, 0), (2, 2)]
+    assert all(source_labels[a] == pseudo[b] for a, b in pairs)
+    s, t = pair_domains(
+        source_labels,
+        pseudo,
+        target_of_source,
+        source_of_target,
+        deduplicate=True,
+    )
+    assert sorted(zip(s.tolist(), t.tolist())) == [(0, 0), (2, 2), (3, 0)]
+    s, t = pair_domains(
+        source_labels,
+        pseudo,
+        target_of_source,
+        source_of_target,
+        label_filter=False,
+    )
+    assert len(s) == 7
+
+
+# ---- paired dataset -------------------------------------------------------
+
+
+@pytest.fixture
+def pair_dataset(tmp_path):
+    classes = ['square', 'disk', 'triangle']
+    root = make_multi_domain_folder(
+        str(tmp_path), ['photo', 'sketch'], classes, images_per_class=3
+    )
+    for domain in ('photo', 'sketch'):
+        write_image_list(root, domain, f'{root}/{domain}.txt', classes)
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+
+    def domain(name):
+        return dict(
+            type='CustomDataset',
+            data_root=root,
+            ann_file=f'{name}.txt',
+            classes=classes,
+            pipeline=pipeline,
+        )
+
+    return DATASETS.build(
+        dict(
+            type='UDAPairDataset',
+            source=domain('photo'),
+            target=domain('sketch'),
+            extract_pipeline=pipeline,
+        )
+    )
+
+
+def test_pair_dataset_hides_target_labels_and_carries_pseudo_labels(
+    pair_dataset,
+):
+    with pytest.raises(RuntimeError, match='PseudoLabelHook'):
+        pair_dataset[0]
+    pseudo = np.arange(9) % 3
+    pair_dataset.set_pairs([0, 4, 8], [2, 5, 7], pseudo)
+    assert len(pair_dataset) == 9  # the target set's size
+    seen = set()
+    for i in range(len(pair_dataset)):
+        item = pair_dataset[i]
+        target = item['target']['data_samples']
+        assert 'gt_label' not in target
+        assert 'gt_label' in item['source']['data_samples']
+        seen.add(int(target.pseudo_label))
+    assert seen == {pseudo[2], pseudo[5], pseudo[7]}
+    view = pair_dataset.extraction_set('target')
+    assert len(view) == 9 and 'gt_label' not in view[0]['data_samples']
+
+
+def test_pair_dataset_epoch_order_walks_every_pair(pair_dataset):
+    pair_dataset.set_pairs([0, 1, 2, 3], [0, 1, 2, 3], np.zeros(9))
+    pair_dataset.set_epoch(1)
+    first = [int(p) for p in pair_dataset._order]
+    assert sorted(first[:4]) == [0, 1, 2, 3]
+    pair_dataset.set_epoch(2)
+    assert [int(p) for p in pair_dataset._order] != first
+
+
+def test_pair_dataset_rejects_bad_input(pair_dataset, tmp_path):
+    with pytest.raises(ValueError, match='pseudo_labels'):
+        pair_dataset.set_pairs([0], [0], [0, 1])
+    with pytest.raises(ValueError, match='target_indices'):
+        pair_dataset.set_pairs([0], [9], np.zeros(9))
+    with pytest.raises(ValueError, match='same classes'):
+        DATASETS.build(
+            dict(
+                type='UDAPairDataset',
+                source=pair_dataset.source,
+                target=DATASETS.build(
+                    dict(
+                        type='CustomDataset',
+                        data_root=str(tmp_path),
+                        ann_file='sketch.txt',
+                        classes=['a', 'b', 'c'],
+                    )
+                ),
+                extract_pipeline=[],
+            )
+        )
+
+
+# ---- metric ---------------------------------------------------------------
+
+
+def test_mean_class_accuracy_against_hand_counts():
+    from mmpretrain.registry import METRICS
+
+    metric = METRICS.build(dict(type='MeanClassAccuracy', classwise=True))
+    metric.dataset_meta = dict(classes=['a', 'b', 'c'])
+    gts = [0, 0, 0, 0, 1, 1, 2]
+    preds = [0, 0, 0, 1, 1, 0, 0]
+    metric.process(
+        None,
+        [
+            dict(gt_label=torch.tensor([g]), pred_label=torch.tensor([p]))
+            for g, p in zip(gts, preds)
+        ],
+    )
+    result = metric.evaluate(7)
+    assert result['accuracy/class/a'] == pytest.approx(75.0)
+    assert result['accuracy/class/b'] == pytest.approx(50.0)
+    assert result['accuracy/class/c'] == pytest.approx(0.0)
+    assert result['accuracy/mean_class'] == pytest.approx(125.0 / 3)
+    assert result['accuracy/overall'] == pytest.approx(400.0 / 7)
