@@ -53,9 +53,13 @@ def test_generated_configs_are_up_to_date():
     # backbones; stage 1 once per source domain (VisDA: one).
     assert len(STAGE2) == 2 * (6 + 12 + 1 + 30)
     assert len(STAGE1) == 2 * (3 + 4 + 1 + 6)
+    index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+    assert 'configs/dacsm/metafile.yml' in index['Import']
     metafile = yaml.safe_load((DACSM / 'metafile.yml').read_text())
-    names = {m['Name'] for m in metafile['Models']}
-    assert names == {p.stem for p in CONFIGS}
+    assert {m['Config'] for m in metafile['Models']} == {
+        rel(p) for p in CONFIGS
+    }
+    assert all(m['In Collection'] == 'DACSM' for m in metafile['Models'])
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=rel)

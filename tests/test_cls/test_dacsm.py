@@ -519,3 +519,58 @@ def test_mean_class_accuracy_against_hand_counts():
     assert result['accuracy/class/c'] == pytest.approx(0.0)
     assert result['accuracy/mean_class'] == pytest.approx(125.0 / 3)
     assert result['accuracy/overall'] == pytest.approx(400.0 / 7)
+
+
+# ---- export ---------------------------------------------------------------
+
+
+def test_export_drops_training_only_weights_and_predicts_identically(
+    tmp_path,
+):
+    import importlib.util
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parents[2]
+        / 'tools'
+        / 'model_converters'
+        / 'dacsm_to_plain.py'
+    )
+    spec = importlib.util.spec_from_file_location('dacsm_to_plain', path)
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+
+    model = build_classifier(
+        backbone=dict(
+            type='DAT',
+            arch=ARCH,
+            img_size=32,
+            patch_size=8,
+            cosine_attention=True,
+        )
+    )
+    src, dst = tmp_path / 'dacsm.pth', tmp_path / 'plain.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, src)
+    from xattn_mm.engine.tool_utils import export_checkpoint
+
+    export_checkpoint(str(src), str(dst), False, converter.export_state_dict)
+    exported = torch.load(dst, map_location='cpu', weights_only=True)
+    assert 'backbone.cross_logit_scale' not in exported['state_dict']
+    plain = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='VisionTransformer', arch=ARCH, img_size=32, patch_size=8
+            ),
+            head=dict(
+                type='CSMHead', num_classes=3, in_channels=32, num_subcenters=3
+            ),
+        )
+    )
+    plain.load_state_dict(exported['state_dict'], strict=True)
+    model.eval()
+    plain.eval()
+    x = images(3, 4)
+    torch.testing.assert_close(model(x), plain(x))
+    with pytest.raises(ValueError, match='CSMHead'):
+        converter.export_state_dict({'backbone.pos_embed': torch.zeros(1)})

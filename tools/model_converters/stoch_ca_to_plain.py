@@ -13,11 +13,12 @@ the wrapper removed (the ``*_baseline`` twin of every StochCA config), e.g.
 """
 
 import argparse
-import pickle
 from collections import OrderedDict
 from typing import Dict
 
 import torch
+
+from xattn_mm.engine.tool_utils import add_trust_arg, export_checkpoint
 
 WRAPPED = 'backbone.backbone.'
 
@@ -55,28 +56,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='StochCA training checkpoint')
     parser.add_argument('dst', help='output checkpoint')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the whole file (mmengine training checkpoints store '
-        'the message hub beside the weights); only for files you trust',
-    )
+    add_trust_arg(parser)
     args = parser.parse_args()
-    try:
-        checkpoint = torch.load(
-            args.src,
-            map_location='cpu',
-            weights_only=not args.trust_checkpoint,
-        )
-    except pickle.UnpicklingError as e:
-        raise SystemExit(
-            f'{args.src} holds more than weights ({e}). If you trust it, '
-            'rerun with --trust-checkpoint.'
-        ) from None
-    state = checkpoint.get('state_dict', checkpoint)
-    meta = dict(checkpoint.get('meta') or {}, exported_from=args.src)
-    torch.save(
-        {'meta': meta, 'state_dict': export_state_dict(state)}, args.dst
+    export_checkpoint(
+        args.src, args.dst, args.trust_checkpoint, export_state_dict
     )
     print(f'Wrote the teacher-free checkpoint {args.dst}.')
 

@@ -73,3 +73,46 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def add_trust_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trust-checkpoint`` to a converter that reads training
+    checkpoints."""
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the whole file (mmengine training checkpoints store '
+        'the message hub beside the weights); only for files you trust',
+    )
+
+
+def export_checkpoint(src: str, dst: str, trust: bool, convert) -> None:
+    """Read a checkpoint, convert its state dict and save the weights only.
+
+    Args:
+        src (str): Training checkpoint.
+        dst (str): Output file: ``meta`` (with ``exported_from``) and the
+            converted ``state_dict``, no training state.
+        trust (bool): Unpickle the whole file instead of weights only.
+        convert (Callable[[dict], dict]): State dict converter.
+
+    Raises:
+        SystemExit: If ``src`` holds objects beyond weights and ``trust`` is
+            not given.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(
+            src, map_location='cpu', weights_only=not trust
+        )
+    except pickle.UnpicklingError as e:
+        raise SystemExit(
+            f'{src} holds more than weights ({e}). If you trust it, '
+            'rerun with --trust-checkpoint.'
+        ) from None
+    state = checkpoint.get('state_dict', checkpoint)
+    meta = dict(checkpoint.get('meta') or {}, exported_from=src)
+    torch.save({'meta': meta, 'state_dict': convert(state)}, dst)
