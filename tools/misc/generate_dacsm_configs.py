@@ -3,10 +3,11 @@
     python tools/misc/generate_dacsm_configs.py [--check]
 
 ``configs/_base_/protocols/uda_cdtrans_deit-small-p16.py`` is the primary.
-For every benchmark and backbone (DeiT-S, DeiT-B): one stage-1 config per
-source domain (source only, evaluated on the source list as CDTrans does,
-on the validation set for VisDA-2017) and one stage-2 config per
-(source, target) pair, which starts from its source's stage-1 checkpoint.
+For every benchmark: one stage-1 config per source domain (source only,
+evaluated on the source list as CDTrans does, on the validation set for
+VisDA-2017) and one stage-2 config per (source, target) pair, which starts
+from its source's stage-1 checkpoint; each is a DeiT-S config with a DeiT-B
+twin that inherits it and swaps the backbone.
 Edit the tables here and rerun; ``--check`` fails if a file on disk differs
 (the tests run it).
 """
@@ -116,7 +117,6 @@ BACKBONES = {
     'deit-s': ('deit-small', 384, 'checkpoints/deit-small_in1k.pth'),
     'deit-b': ('deit-base', 768, 'checkpoints/deit-base_in1k.pth'),
 }
-TITLES = {'deit-s': 'DeiT-S', 'deit-b': 'DeiT-B'}
 
 
 def pairs_of(bench: Benchmark) -> List[Tuple[str, str]]:
@@ -142,28 +142,44 @@ def dataset(bench: Benchmark, domain: str, pipeline: Optional[str]) -> str:
     return text + ')'
 
 
-def common(bench: Benchmark, backbone: str, lr: float) -> str:
-    arch, channels, pretrained = BACKBONES[backbone]
+def common(bench: Benchmark, lr: float) -> str:
     classes = 'None' if bench.classes is None else repr(bench.classes)
-    text = (
+    return (
         f"_base_ = '{PROTOCOL}'\n\n"
         f'classes = {classes}\n'
         f'num_classes = {bench.num_classes}\n'
         f'lr = {lr}\n'
         'model = dict(\n'
         '    data_preprocessor=dict(num_classes=num_classes),\n'
+        '    head=dict(num_classes=num_classes),\n'
+        ')\n'
+        'optim_wrapper = dict(optimizer=dict(lr=lr))\n'
     )
-    if backbone != 'deit-s':
-        text += (
-            f"    backbone=dict(arch='{arch}', "
-            f"init_cfg=dict(checkpoint='{pretrained}')),\n"
-            '    head=dict(num_classes=num_classes, '
-            f'in_channels={channels}),\n'
-        )
-    else:
-        text += '    head=dict(num_classes=num_classes),\n'
-    text += ')\noptim_wrapper = dict(optimizer=dict(lr=lr))\n'
-    return text
+
+
+def load_from(stage1: str) -> str:
+    return (
+        '# CDTrans starts stage 2 from the last stage-1 epoch.\n'
+        'load_from = (\n'
+        "    'work_dirs/'\n"
+        f"    '{stage1}/'\n"
+        "    'epoch_10.pth'\n"
+        ')\n'
+    )
+
+
+def twin(title: str, deit_s_stem: str, tail: str = '') -> str:
+    """A DeiT-B leaf: its DeiT-S twin with the backbone swapped."""
+    arch, channels, pretrained = BACKBONES['deit-b']
+    return (
+        HEADER + f'# {title}, DeiT-B.\n'
+        f"_base_ = './{deit_s_stem}.py'\n\n"
+        'model = dict(\n'
+        f"    backbone=dict(arch='{arch}', "
+        f"init_cfg=dict(checkpoint='{pretrained}')),\n"
+        f'    head=dict(in_channels={channels}),\n'
+        ')\n' + tail
+    )
 
 
 def evaluation(bench: Benchmark, domain: str) -> str:
@@ -181,60 +197,61 @@ def evaluation(bench: Benchmark, domain: str) -> str:
 def stage1_configs() -> Dict[str, str]:
     files = {}
     for name, bench in BENCHMARKS.items():
-        sources = sorted({s for s, _ in pairs_of(bench)})
-        for backbone in BACKBONES:
-            for source in sources:
-                evaluated = 'validation' if name == 'visda2017' else source
-                text = (
-                    HEADER + f'# {bench.title}, stage 1 (source only) on '
-                    f'{source!r}, {TITLES[backbone]}.\n'
-                    + common(bench, backbone, bench.lr[0])
-                    + 'train_dataloader = dict(\n'
-                    f'    dataset={dataset(bench, source, "train_pipeline")}'
-                    '\n)\n' + evaluation(bench, evaluated)
-                )
-                stem = stage1_stem(backbone, name, source)
-                files[f'{name}/{stem}.py'] = text
+        for source in sorted({s for s, _ in pairs_of(bench)}):
+            evaluated = 'validation' if name == 'visda2017' else source
+            title = f'{bench.title}, stage 1 (source only) on {source!r}'
+            stem = stage1_stem('deit-s', name, source)
+            files[f'{name}/{stem}.py'] = (
+                HEADER
+                + f'# {title}, DeiT-S.\n'
+                + common(bench, bench.lr[0])
+                + 'train_dataloader = dict(\n'
+                f'    dataset={dataset(bench, source, "train_pipeline")}'
+                '\n)\n' + evaluation(bench, evaluated)
+            )
+            twin_stem = stage1_stem('deit-b', name, source)
+            files[f'{name}/{twin_stem}.py'] = twin(title, stem)
     return files
 
 
 def stage2_configs() -> Dict[str, str]:
     files = {}
     for name, bench in BENCHMARKS.items():
-        for backbone in BACKBONES:
-            for source, target in pairs_of(bench):
-                stage1 = stage1_stem(backbone, name, source)
-                source_set = dataset(bench, source, 'train_pipeline')
-                target_set = dataset(bench, target, 'train_pipeline')
-                stem = (
-                    f'dacsm_{backbone}-p16_1xb64-40e-stage2_{name}-'
-                    f'{slug(source)}2{slug(target)}'
-                )
-                text = (
-                    HEADER + f'# {bench.title}, stage 2 (adaptation) '
-                    f'{source!r} -> {target!r}, {TITLES[backbone]}.\n'
-                    + common(bench, backbone, bench.lr[1])
-                    + 'train_dataloader = dict(\n'
-                    '    dataset=dict(\n'
-                    '        _delete_=True,\n'
-                    "        type='UDAPairDataset',\n"
-                    f'        source={source_set},\n'
-                    f'        target={target_set},\n'
-                    '        extract_pipeline={{_base_.test_pipeline}},\n'
-                    '    )\n'
-                    ')\n'
-                    + evaluation(bench, target)
-                    + 'train_cfg = dict(max_epochs={{_base_.stage2_epochs}})\n'
-                    'param_scheduler = {{_base_.stage2_param_scheduler}}\n'
-                    'custom_hooks = {{_base_.stage2_hooks}}\n'
-                    '# CDTrans starts stage 2 from the last stage-1 epoch.\n'
-                    'load_from = (\n'
-                    "    'work_dirs/'\n"
-                    f"    '{stage1}/'\n"
-                    "    'epoch_10.pth'\n"
-                    ')\n'
-                )
-                files[f'{name}/{stem}.py'] = text
+        for source, target in pairs_of(bench):
+            source_set = dataset(bench, source, 'train_pipeline')
+            target_set = dataset(bench, target, 'train_pipeline')
+            title = (
+                f'{bench.title}, stage 2 (adaptation) {source!r} -> {target!r}'
+            )
+            stems = {
+                backbone: f'dacsm_{backbone}-p16_1xb64-40e-stage2_{name}-'
+                f'{slug(source)}2{slug(target)}'
+                for backbone in BACKBONES
+            }
+            files[f'{name}/{stems["deit-s"]}.py'] = (
+                HEADER
+                + f'# {title}, DeiT-S.\n'
+                + common(bench, bench.lr[1])
+                + 'train_dataloader = dict(\n'
+                '    dataset=dict(\n'
+                '        _delete_=True,\n'
+                "        type='UDAPairDataset',\n"
+                f'        source={source_set},\n'
+                f'        target={target_set},\n'
+                '        extract_pipeline={{_base_.test_pipeline}},\n'
+                '    )\n'
+                ')\n'
+                + evaluation(bench, target)
+                + 'train_cfg = dict(max_epochs={{_base_.stage2_epochs}})\n'
+                'param_scheduler = {{_base_.stage2_param_scheduler}}\n'
+                'custom_hooks = {{_base_.stage2_hooks}}\n'
+                + load_from(stage1_stem('deit-s', name, source))
+            )
+            files[f'{name}/{stems["deit-b"]}.py'] = twin(
+                title,
+                stems['deit-s'],
+                load_from(stage1_stem('deit-b', name, source)),
+            )
     return files
 
 
