@@ -134,12 +134,16 @@ def stage1_stem(backbone: str, name: str, source: str) -> str:
 
 
 def dataset(bench: Benchmark, domain: str, pipeline: Optional[str]) -> str:
+    """A ``CustomDataset`` with ``pipeline``, or without one the fields
+    that the protocol's evaluation dataset takes."""
     root, ann = bench.domains[domain]
-    text = f"dict(data_root='{root}', ann_file='{ann}', classes=classes"
-    if pipeline:
-        text += f', pipeline={{{{_base_.{pipeline}}}}}'
-        text = "dict(type='CustomDataset', " + text[len('dict(') :]
-    return text + ')'
+    fields = f"data_root='{root}', ann_file='{ann}', classes=classes"
+    if pipeline is None:
+        return f'dict({fields})'
+    return (
+        f"dict(type='CustomDataset', {fields}, "
+        f'pipeline={{{{_base_.{pipeline}}}}})'
+    )
 
 
 def common(bench: Benchmark, lr: float) -> str:

@@ -1,12 +1,15 @@
-"""What tools/train.py and tools/test.py share: host-agnostic config
-loading and runner building (the config's ``default_scope`` picks the host).
+"""What the tools share: host-agnostic config loading and runner building
+for tools/train.py and tools/test.py (the config's ``default_scope`` picks
+the host), and checkpoint export for the model converters.
 """
 
 import argparse
 import os
 import os.path as osp
-from typing import Optional
+import pickle
+from typing import Callable, Optional
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -86,7 +89,9 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def export_checkpoint(src: str, dst: str, trust: bool, convert) -> None:
+def export_checkpoint(
+    src: str, dst: str, trust: bool, convert: Callable[[dict], dict]
+) -> None:
     """Read a checkpoint, convert its state dict and save the weights only.
 
     Args:
@@ -100,10 +105,6 @@ def export_checkpoint(src: str, dst: str, trust: bool, convert) -> None:
         SystemExit: If ``src`` holds objects beyond weights and ``trust`` is
             not given.
     """
-    import pickle
-
-    import torch
-
     try:
         checkpoint = torch.load(
             src, map_location='cpu', weights_only=not trust

@@ -64,7 +64,6 @@ def center_aware_labels(
     num_classes = probs.shape[1]
     classes = torch.unique(probs.argmax(dim=1))
     weights = probs
-    labels = None
     for _ in range(refine_steps + 1):
         centroids = weights.t() @ features
         centroids = centroids / (weights.sum(0)[:, None] + 1e-8)

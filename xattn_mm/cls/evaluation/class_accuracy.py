@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
+from mmpretrain.evaluation import SingleLabelMetric
 from mmpretrain.registry import METRICS
 from rich.console import Console
 from rich.table import Table
@@ -49,19 +50,23 @@ class MeanClassAccuracy(BaseMetric):
     def compute_metrics(self, results: List[tuple]) -> Dict[str, float]:
         gt, pred = np.asarray(results, dtype=np.int64).reshape(-1, 2).T
         classes = (self.dataset_meta or {}).get('classes')
-        num_classes = len(classes) if classes else int(gt.max()) + 1
+        num_classes = (
+            len(classes) if classes else int(max(gt.max(), pred.max())) + 1
+        )
         if classes is None:
             classes = [str(c) for c in range(num_classes)]
-        if gt.max() >= num_classes:
+        if max(gt.max(), pred.max()) >= num_classes:
             raise ValueError(
-                f'Ground-truth label {int(gt.max())} is out of range for '
-                f'the {num_classes} classes of dataset_meta.'
+                f'Label {int(max(gt.max(), pred.max()))} is out of range '
+                f'for the {num_classes} classes of dataset_meta.'
             )
-        totals = np.bincount(gt, minlength=num_classes)
-        hits = np.bincount(gt[gt == pred], minlength=num_classes)
+        # Per-class accuracy is the per-class recall.
+        _, recall, _, support = SingleLabelMetric.calculate(
+            pred, gt, average=None, num_classes=num_classes
+        )
+        totals = support.numpy()
         present = totals > 0
-        per_class = np.full(num_classes, np.nan)
-        per_class[present] = 100.0 * hits[present] / totals[present]
+        per_class = np.where(present, recall.numpy(), np.nan)
         metrics = {
             'mean_class': float(per_class[present].mean()),
             'overall': 100.0 * float((gt == pred).mean()),

@@ -57,8 +57,7 @@ def rescale_images(images: Tensor, factors: Tensor) -> Tensor:
     zoom = factors != 1
     if not bool(zoom.any()):
         return images
-    theta = torch.zeros(int(zoom.sum()), 2, 3, dtype=images.dtype)
-    theta = theta.to(images.device)
+    theta = images.new_zeros(int(zoom.sum()), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factors[zoom]
     selected = images[zoom]
     grid = F.affine_grid(theta, list(selected.shape), align_corners=False)
