@@ -1,6 +1,7 @@
 """The environment the set-up builds, and the package boundaries."""
 
 import ast
+import importlib.util
 import subprocess
 import sys
 import warnings
@@ -173,3 +174,93 @@ def test_mim_extension_exposes_tools_and_configs():
     for name in ('tools', 'configs', 'model-index.yml'):
         assert (mim / name).exists(), name
     assert (mim / 'tools' / 'train.py').is_file()
+
+
+def load_ops_check():
+    path = ROOT / 'tools' / 'misc' / 'mmcv_ops_check.py'
+    spec = importlib.util.spec_from_file_location('mmcv_ops_check', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    'gpus, env, expected',
+    [
+        ([], {}, dict(FORCE_CUDA='0')),
+        ([(9, 0)], {}, dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0')),
+        (
+            [(9, 0), (8, 0), (9, 0)],
+            {},
+            dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='8.0;9.0'),
+        ),
+        (
+            [(9, 0)],
+            dict(TORCH_CUDA_ARCH_LIST='9.0a'),
+            dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0a'),
+        ),
+        ([], dict(FORCE_CUDA='1'), dict(FORCE_CUDA='1')),
+    ],
+)
+def test_mmcv_build_takes_cuda_ops_where_there_is_a_gpu(gpus, env, expected):
+    variables = load_ops_check().build_env(env, capabilities=lambda: gpus)
+    assert variables == dict(MMCV_WITH_OPS='1', **expected)
+
+
+def test_mmcv_build_refuses_force_cuda_0_on_a_gpu_machine():
+    with pytest.raises(ValueError, match='FORCE_CUDA=0 .* CUDA GPU'):
+        load_ops_check().build_env(
+            dict(FORCE_CUDA='0'), capabilities=lambda: [(9, 0)]
+        )
+
+
+def test_ops_check_refuses_an_mmcv_without_cuda_kernels_on_a_gpu_machine():
+    tool = load_ops_check()
+    ran = []
+
+    def cpu_only_wheel():
+        ran.append('cuda ops')
+        raise RuntimeError(
+            'sigmoid_focal_loss_forward_impl: implementation for device '
+            'cuda:0 not found.'
+        )
+
+    kind, message = tool.check(
+        cuda_available=lambda: True, run_cuda_ops=cpu_only_wheel
+    )
+    assert ran and kind == tool.CPU_ONLY
+    assert 'no CUDA kernels' in message and 'cuda:0 not found' in message
+    assert (
+        tool.check(cuda_available=lambda: True, run_cuda_ops=lambda: None)
+        is None
+    )
+
+    def no_ext():
+        raise ImportError("No module named 'mmcv._ext'")
+
+    kind, message = tool.check(import_ext=no_ext)
+    assert kind == tool.NO_EXT and 'mmcv._ext' in message
+    # Without CUDA only the import counts (this machine's mmcv passes).
+    assert (
+        tool.check(cuda_available=lambda: False, run_cuda_ops=cpu_only_wheel)
+        is None
+    )
+
+
+def test_setup_script_builds_and_checks_through_the_ops_check():
+    script = (ROOT / 'tools' / 'setup_env.sh').read_text()
+    assert 'mmcv_ops_check.py' in script
+    assert '"${CHECK[@]}" build-env' in script
+    assert script.count('"${CHECK[@]}" check') == 2  # refuse, rebuild, recheck
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'tools' / 'misc' / 'mmcv_ops_check.py'),
+            'check',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert 'mmcv ops OK' in proc.stdout

@@ -3,6 +3,7 @@ three hosts' stock models with data the tests generate."""
 
 import importlib.util
 import json
+import math
 import os
 import pickle
 import shutil
@@ -353,7 +354,9 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
         tmp_path,
     )
     cfg = tool.setup_cfg(args)
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    # No CUDA here: bf16 autocast without a loss scaler.
+    assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
     assert cfg.auto_scale_lr.enable
     assert cfg.resume and cfg.load_from is None
     assert checkpoint.is_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))
@@ -367,9 +370,69 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
     assert checkpoint.is_trusted_checkpoint('/x/epoch_3.pth')
 
 
+@pytest.mark.parametrize(
+    'dtype, wrapper',
+    [(None, 'AmpOptimWrapper'), ('bfloat16', 'AutocastOptimWrapper')],
+)
+def test_amp_on_cuda_keeps_loss_scaling_for_fp16(dtype, wrapper, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    argv = ['--amp'] + ([] if dtype is None else ['--amp-dtype', dtype])
+    tool, args = parse_tool_args('train', DET_CFG, *argv)
+    optim_wrapper = tool.setup_cfg(args).optim_wrapper
+    assert optim_wrapper.type == wrapper
+    assert optim_wrapper.get('loss_scale') == (
+        'dynamic' if dtype is None else None
+    )
+
+
+def test_amp_trains_the_synthetic_config_on_cpu(tmp_path):
+    # The CI's end-to-end AMP path: bf16 autocast, no loss scaler.
+    from xattn_mm.det.datasets.synthetic_oneshot import (
+        generate_synthetic_oneshot,
+    )
+
+    generate_synthetic_oneshot(
+        str(tmp_path / 'data' / 'synthetic_oneshot'), num_train=16, num_val=4
+    )
+    workers = [
+        f'{loader}.{key}'
+        for loader in ('train_dataloader', 'val_dataloader')
+        for key in ('num_workers=0', 'persistent_workers=False')
+    ]
+    work_dir = tmp_path / 'work'
+    output = check(
+        run(
+            [
+                TOOLS / 'train.py',
+                ROOT / 'configs' / 'ia_detr' / 'synthetic_oneshot.py',
+                '--amp',
+                '--work-dir',
+                work_dir,
+                '--cfg-options',
+                'train_cfg.max_epochs=1',
+                'default_hooks.logger.interval=1',
+                *workers,
+            ],
+            cwd=tmp_path,
+        )
+    )
+    assert "type='AutocastOptimWrapper'" in output
+    losses = train_losses(work_dir)
+    assert len(losses) == 2  # 16 images, batch 8
+    assert all(math.isfinite(v) for v in losses.values()), losses
+
+
 def test_train_option_errors():
     tool, args = parse_tool_args('train', DET_CFG, '--trust-checkpoint')
     with pytest.raises(ValueError, match='names no checkpoint'):
+        tool.setup_cfg(args)
+    tool, args = parse_tool_args('train', DET_CFG, '--amp-dtype', 'bfloat16')
+    with pytest.raises(ValueError, match='needs --amp'):
+        tool.setup_cfg(args)
+    tool, args = parse_tool_args(
+        'train', DET_CFG, '--amp', '--amp-dtype', 'float16'
+    )
+    with pytest.raises(ValueError, match='needs CUDA'):
         tool.setup_cfg(args)
     tool, args = parse_tool_args(
         'train',

@@ -2,7 +2,7 @@
 # Creates (or completes) the xattn_mm development environment: a virtualenv with the pinned
 # OpenMMLab stack, xattn_mm installed editable, and the test tools.
 #   VENV=.venv BASE_PYTHON=python3.11 bash tools/setup_env.sh      (what `make setup` runs)
-#   FORCE_CUDA=1 ...   on a GPU machine: mmcv also gets its CUDA ops (needs nvcc; see README)
+#   On a machine where torch sees a GPU, mmcv also gets its CUDA ops (needs nvcc; see README).
 # Every pip call uses requirements/constraints.txt. Measured on 2 cores: cold ~6 min
 # (the mmcv ops build is ~5 of them), warm pip cache ~1 min. See README.md.
 set -euo pipefail
@@ -25,17 +25,31 @@ step 'torch'
 # 3. mmcv's build and runtime dependencies.
 "${PIP[@]}" mmengine ninja psutil
 step 'mmengine, ninja, psutil'
-# 4. mmcv with compiled ops (CPU; also CUDA with FORCE_CUDA=1 on a GPU machine).
+# 4. mmcv with compiled ops: CPU, and CUDA where torch sees a GPU (FORCE_CUDA=1 and
+#    TORCH_CUDA_ARCH_LIST from the GPUs, tools/misc/mmcv_ops_check.py build-env).
 #    --no-build-isolation is required: in an isolated build torch is absent and mmcv
 #    silently builds (and pip caches) a wheel without mmcv._ext.
-MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" CPPFLAGS="${CPPFLAGS:--g0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-  "${PIP[@]}" --no-build-isolation mmcv
-"$VENV/bin/python" -c 'import mmcv._ext' 2>/dev/null || {
-  echo '[setup] ERROR: mmcv was installed without its compiled ops (mmcv._ext is missing).' >&2
-  echo "[setup] A bad wheel is probably cached: run '$VENV/bin/python -m pip cache remove mmcv'" \
-    "and '$VENV/bin/python -m pip uninstall -y mmcv', then run the set-up again." >&2
-  exit 1
+CHECK=("$VENV/bin/python" "$ROOT/tools/misc/mmcv_ops_check.py")
+BUILD_ENV=($("${CHECK[@]}" build-env))
+echo "[setup] mmcv build: ${BUILD_ENV[*]}"
+install_mmcv() {
+  env "${BUILD_ENV[@]}" CPPFLAGS="${CPPFLAGS:--g0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    "${PIP[@]}" --no-build-isolation "$@" mmcv
 }
+install_mmcv
+# A cached or installed wheel without the ops this machine needs (no mmcv._ext, or no CUDA
+# kernels on a GPU machine) is refused: removed, and mmcv rebuilt from source once.
+if ! "${CHECK[@]}" check; then
+  echo '[setup] refusing that mmcv: removing it and its cached wheel, rebuilding.' >&2
+  "$VENV/bin/python" -m pip uninstall -y mmcv
+  "$VENV/bin/python" -m pip cache remove mmcv || true
+  install_mmcv --no-cache-dir --force-reinstall --no-deps
+  "${CHECK[@]}" check || {
+    echo '[setup] ERROR: the rebuilt mmcv still lacks the ops above (on a GPU machine: is nvcc' \
+      'of the CUDA version torch was built with on PATH?).' >&2
+    exit 1
+  }
+fi
 step 'mmcv with ops (built, or taken from the pip cache)'
 # 5. The three hosts, torchvision, and what mmseg imports without declaring.
 "${PIP[@]}" -r "$ROOT/requirements/hosts.txt"

@@ -6,7 +6,9 @@
 """
 
 import argparse
+from typing import Optional
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
@@ -38,7 +40,17 @@ def parse_args() -> argparse.Namespace:
         'resuming without it',
     )
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision'
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision: fp16 with dynamic loss scaling on '
+        'CUDA, bf16 autocast (no loss scaler) on the CPU',
+    )
+    parser.add_argument(
+        '--amp-dtype',
+        choices=['float16', 'bfloat16'],
+        help='the --amp dtype; bfloat16 runs without a loss scaler. '
+        'Defaults to float16 on CUDA and bfloat16 on the CPU (which has no '
+        'loss scaler for float16)',
     )
     parser.add_argument(
         '--auto-scale-lr',
@@ -61,18 +73,10 @@ def setup_cfg(args: argparse.Namespace) -> Config:
     """
     cfg = load_config(args)
 
+    if args.amp_dtype is not None and not args.amp:
+        raise ValueError('--amp-dtype needs --amp.')
     if args.amp:
-        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper_type == 'AmpOptimWrapper':
-            print_log('AMP is already enabled in the config.', 'current')
-        elif wrapper_type != 'OptimWrapper':
-            raise ValueError(
-                '--amp needs optim_wrapper.type = "OptimWrapper", got '
-                f'{wrapper_type!r}.'
-            )
-        else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg, args.amp_dtype)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
@@ -98,6 +102,42 @@ def setup_cfg(args: argparse.Namespace) -> Config:
             )
         trust_checkpoint(cfg.load_from)
     return cfg
+
+
+def enable_amp(cfg: Config, dtype: Optional[str]) -> None:
+    """Switch ``cfg.optim_wrapper`` to mixed precision.
+
+    Args:
+        cfg (Config): The config; its ``optim_wrapper.type`` must be
+            ``OptimWrapper`` (or already a mixed-precision wrapper).
+        dtype (str, optional): ``'float16'`` (mmengine's
+            ``AmpOptimWrapper``, dynamic loss scaling, CUDA only) or
+            ``'bfloat16'`` (``AutocastOptimWrapper``, no loss scaler).
+            None: float16 on CUDA, bfloat16 on the CPU.
+    """
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type in ('AmpOptimWrapper', 'AutocastOptimWrapper'):
+        print_log(f'AMP is already enabled in the config ({wrapper_type}).')
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(
+            '--amp needs optim_wrapper.type = "OptimWrapper", got '
+            f'{wrapper_type!r}.'
+        )
+    cuda = torch.cuda.is_available()
+    dtype = dtype or ('float16' if cuda else 'bfloat16')
+    if dtype == 'float16':
+        if not cuda:
+            raise ValueError(
+                "--amp-dtype float16 needs CUDA (mmengine's loss-scaling "
+                'AmpOptimWrapper); on the CPU use bfloat16.'
+            )
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+        cfg.optim_wrapper.dtype = 'bfloat16'
+    print_log(f'AMP: {cfg.optim_wrapper.type} in {dtype}.', 'current')
 
 
 def main() -> None:

@@ -2,9 +2,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xattn_mm.core import MultiheadAttention, multihead_attention
+from xattn_mm.testing.amp import AMP_DTYPES
 
 
 def reference_attention(
@@ -129,7 +131,8 @@ def test_equals_torch_multihead_attention_when_key_is_value():
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_fully_masked_rows_are_zero_and_gradients_finite():
+@pytest.mark.parametrize('dtype', [None, *AMP_DTYPES])
+def test_fully_masked_rows_are_zero_and_gradients_finite(dtype, monkeypatch):
     attn = MultiheadAttention(16, 2)
     q, k, v = _inputs(cv=16)
     q.requires_grad_(True)
@@ -137,12 +140,25 @@ def test_fully_masked_rows_are_zero_and_gradients_finite():
     padding[1] = True  # every key of sample 1 is padding
     mask = torch.zeros(5, 7, dtype=torch.bool)
     mask[2] = True  # query 2 may see no key at all
-    out = attn(q, k, v, attn_mask=mask, key_padding_mask=padding)
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        seen.append((query.dtype, attn_mask.dtype))
+        return sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', spy)
+    with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
+        out = attn(q, k, v, attn_mask=mask, key_padding_mask=padding)
+    # The additive mask reaches the kernel in the query's compute dtype.
+    assert seen == [((dtype or torch.float32),) * 2]
     assert torch.isfinite(out).all()
     # An empty row reads nothing: only the output projection's bias remains.
-    torch.testing.assert_close(out[1], attn.out_proj.bias.expand(5, 16))
-    torch.testing.assert_close(out[0, 2], attn.out_proj.bias)
-    out.sum().backward()
+    tol = dict(atol=1e-2, rtol=1e-2) if dtype else {}
+    bias = attn.out_proj.bias.to(out.dtype)
+    torch.testing.assert_close(out[1], bias.expand(5, 16), **tol)
+    torch.testing.assert_close(out[0, 2], bias, **tol)
+    out.float().sum().backward()
     for p in [q, *attn.parameters()]:
         assert p.grad is not None and torch.isfinite(p.grad).all()
 

@@ -6,12 +6,15 @@ import torch
 import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, MMDistributedDataParallel
+from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from xattn_mm.det.engine import FreezeBackboneHook
 from xattn_mm.engine import trust_checkpoint
+from xattn_mm.testing.distributed import run_on_ranks
 
 
 class ToyDetector(BaseModel):
@@ -159,3 +162,53 @@ def test_in_a_runner_the_backbone_trains_two_epochs_then_stays(tmp_path):
     make_runner(tmp_path, 4, resumed, str(tmp_path / 'epoch_3.pth')).train()
     assert torch.equal(resumed.snapshots[3][0], snaps[2][0])
     assert not torch.equal(resumed.snapshots[3][1], snaps[2][1])
+
+
+def _count_and_allreduce(counts, bucket):
+    counts.append(bucket.buffer().numel())
+    return default_hooks.allreduce_hook(None, bucket)
+
+
+def _train_with_freeze_on_rank(rank):
+    """Three epochs of two steps on a DDP ToyDetector, frozen from epoch 1;
+    the gradient elements each step all-reduces, per epoch."""
+    torch.manual_seed(0)
+    model = ToyDetector()
+    runner = fake_runner(
+        MMDistributedDataParallel(module=model, find_unused_parameters=False),
+        0,
+    )
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    hook = FreezeBackboneHook(start_epoch=1)
+    traffic, hooked = {}, None
+    for epoch in range(3):
+        runner.epoch = epoch
+        hook.before_train_epoch(runner)
+        if runner.model is not hooked:  # once per DDP wrapper
+            hooked, counts = runner.model, []
+            hooked.register_comm_hook(counts, _count_and_allreduce)
+        counts.clear()
+        for step in range(2):
+            g = torch.Generator().manual_seed(100 * rank + 10 * epoch + step)
+            runner.model.train_step(
+                dict(inputs=torch.randn(4, 2, generator=g)), optim
+            )
+        traffic[epoch] = sum(counts) // 2
+    return dict(
+        traffic=traffic,
+        wrapped=runner.model.module is model,
+        backbone=model.backbone[0].weight.detach(),
+        head=model.head.weight.detach(),
+    )
+
+
+def test_frozen_backbone_leaves_the_ddp_gradient_traffic():
+    ranks = run_on_ranks(_train_with_freeze_on_rank)
+    head = sum(p.numel() for p in ToyDetector().head.parameters())
+    for result in ranks:
+        assert result['wrapped']
+        # 25 gradient elements per step before the freeze, the head's 5
+        # after (find_unused_parameters=True would keep sending 25).
+        assert result['traffic'] == {0: 25, 1: head, 2: head}
+    for name in ('backbone', 'head'):  # the ranks stay in sync
+        torch.testing.assert_close(ranks[0][name], ranks[1][name])

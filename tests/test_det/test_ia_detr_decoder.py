@@ -125,18 +125,16 @@ def test_look_forward_twice_keeps_the_refinement_graph():
 def test_one_to_one_and_one_to_many_queries_are_kept_apart():
     decoder = build()
     args = inputs()
-    mask = torch.zeros(Q, Q, dtype=torch.bool)
-    mask[:2, 2:] = True
-    mask[2:, :2] = True
-    hidden, _ = decoder(**args, self_attn_mask=mask)
+    groups = (2, Q - 2)
+    hidden, _ = decoder(**args, self_attn_groups=groups)
     changed = dict(args)
     changed['query'] = args['query'].clone()
     # A random change: a constant shift would vanish in the LayerNorm.
     changed['query'][:, 2:] += torch.randn(B, Q - 2, C)
-    hidden2, _ = decoder(**changed, self_attn_mask=mask)
+    hidden2, _ = decoder(**changed, self_attn_groups=groups)
     torch.testing.assert_close(hidden[:, :, :2], hidden2[:, :, :2])
     assert not torch.allclose(hidden[:, :, 2:], hidden2[:, :, 2:])
-    # Without the mask the groups see each other.
+    # Without groups the queries see each other.
     hidden3, _ = decoder(**changed)
     hidden4, _ = decoder(**args)
     assert not torch.allclose(hidden3[:, :, :2], hidden4[:, :, :2])

@@ -1,6 +1,6 @@
 """Attention math shared by every method; imports torch and mmengine only."""
 
-from .attention import MultiheadAttention, multihead_attention
+from .attention import MultiheadAttention, compute_dtype, multihead_attention
 from .box_rpb import BoxRelativePositionBias, expand_axial_bias
 from .indirect_attention import IndirectAttention
 
@@ -8,6 +8,7 @@ __all__ = [
     'BoxRelativePositionBias',
     'IndirectAttention',
     'MultiheadAttention',
+    'compute_dtype',
     'expand_axial_bias',
     'multihead_attention',
 ]

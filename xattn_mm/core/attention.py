@@ -16,6 +16,15 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matrix products on ``x`` run in: autocast's lower
+    precision where autocast is on for ``x``'s device, else ``x.dtype``."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 def _check_broadcastable(name: str, tensor: Tensor, target: tuple) -> None:
     """Raise unless ``tensor`` broadcasts to ``target`` = (B, h, Nq, Nk)
     with no more than four dimensions."""
@@ -47,6 +56,12 @@ def multihead_attention(
     ``value`` must hold the same number of tokens but may come from different
     sources. Query rows whose every key is masked attend to nothing and
     output zeros (no NaN in the forward or the backward pass).
+
+    Kernels: without bias or masks, SDPA may take its flash kernel (CUDA,
+    fp16/bf16) and the CPU flash kernel. A bias or mask becomes one additive
+    float mask in the compute dtype (the query's, or autocast's), built
+    without a host-device sync, which CUDA serves with the memory-efficient
+    kernel and the CPU with its flash kernel.
 
     Args:
         query (Tensor): Projected queries, shape (B, Nq, C).
@@ -128,21 +143,24 @@ def multihead_attention(
             )
         _check_broadcastable('attn_bias', attn_bias, target)
 
-    mask = attn_bias
+    dtype = compute_dtype(query)
+    mask = None if attn_bias is None else attn_bias.to(dtype)
     empty_rows = None
     if blocked is not None:
         while blocked.dim() < 4:
             blocked = blocked.unsqueeze(0)
         # A row with every key blocked would softmax over -inf only (NaN);
-        # unblock it for the kernel and zero its output afterwards.
+        # unblock it for the kernel and zero its output afterwards, always
+        # (a data-dependent branch would sync with the device).
         empty_rows = blocked.all(dim=-1, keepdim=True)
         blocked = blocked & ~empty_rows
-        fill = torch.zeros(
-            blocked.shape, dtype=query.dtype, device=query.device
-        ).masked_fill(blocked, float('-inf'))
-        mask = fill if attn_bias is None else attn_bias + fill
-    if mask is not None:
-        mask = mask.to(query.dtype)
+        mask = torch.where(
+            blocked,
+            torch.tensor(float('-inf'), dtype=dtype, device=query.device),
+            torch.tensor(0.0, dtype=dtype, device=query.device)
+            if mask is None
+            else mask,
+        )
 
     def split(t: Tensor) -> Tensor:
         return t.unflatten(-1, (num_heads, -1)).transpose(1, 2)
@@ -155,7 +173,7 @@ def multihead_attention(
         dropout_p=dropout_p,
         scale=scale,
     )
-    if empty_rows is not None and bool(empty_rows.any()):
+    if empty_rows is not None:
         out = out.masked_fill(empty_rows, 0.0)
     return out.transpose(1, 2).flatten(2)
 

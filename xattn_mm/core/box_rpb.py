@@ -26,6 +26,11 @@ class _ChunkedMLP(torch.autograd.Function):
     B 2, 300 queries, 32 x 32, 512); chunks keep it cache-resident and out
     of the autograd graph, which saves most of the layer's memory and time
     on CPU.
+
+    Both passes run in float32 with autocast off (the caller passes float32
+    tensors): the inputs are distances in input pixels, which bf16 resolves
+    only to 1/256 of their size, and the whole MLP costs
+    O(B * Q * (H + W) * hidden), negligible beside the attention itself.
     """
 
     @staticmethod
@@ -33,10 +38,11 @@ class _ChunkedMLP(torch.autograd.Function):
         ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, chunk: int
     ) -> Tensor:
         out = x.new_empty(x.shape[0], w2.shape[0])
-        for start in range(0, x.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
-            torch.mm(hidden, w2.t(), out=out[rows])
+        with torch.autocast(x.device.type, enabled=False):
+            for start in range(0, x.shape[0], chunk):
+                rows = slice(start, start + chunk)
+                hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
+                torch.mm(hidden, w2.t(), out=out[rows])
         ctx.save_for_backward(x, w1, b1, w2)
         ctx.chunk = chunk
         return out
@@ -48,28 +54,35 @@ class _ChunkedMLP(torch.autograd.Function):
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         grad_w1, grad_b1 = torch.zeros_like(w1), torch.zeros_like(b1)
         grad_w2 = torch.zeros_like(w2)
-        for start in range(0, x.shape[0], ctx.chunk):
-            rows = slice(start, start + ctx.chunk)
-            hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
-            grad_w2.addmm_(grad_out[rows].t(), hidden)
-            grad_hidden = grad_out[rows].mm(w2).mul_(hidden > 0)
-            grad_w1.addmm_(grad_hidden.t(), x[rows])
-            grad_b1.add_(grad_hidden.sum(0))
-            if grad_x is not None:
-                torch.mm(grad_hidden, w1, out=grad_x[rows])
+        grad_out = grad_out.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            for start in range(0, x.shape[0], ctx.chunk):
+                rows = slice(start, start + ctx.chunk)
+                hidden = torch.addmm(b1, x[rows], w1.t()).relu_()
+                grad_w2.addmm_(grad_out[rows].t(), hidden)
+                grad_hidden = grad_out[rows].mm(w2).mul_(hidden > 0)
+                grad_w1.addmm_(grad_hidden.t(), x[rows])
+                grad_b1.add_(grad_hidden.sum(0))
+                if grad_x is not None:
+                    torch.mm(grad_hidden, w1, out=grad_x[rows])
         return grad_x, grad_w1, grad_b1, grad_w2, None
 
 
 def _run_mlp(mlp: nn.Sequential, x: Tensor) -> Tensor:
-    """Apply a BoxRPB MLP (Linear, ReLU, Linear without bias) to (..., 2)."""
+    """Apply a BoxRPB MLP (Linear, ReLU, Linear without bias) to (..., 2),
+    in float32 (float64 for a float64 MLP) whatever the autocast state
+    (see :class:`_ChunkedMLP`)."""
     first, last = mlp[0], mlp[2]
-    flat = x.reshape(-1, x.shape[-1])
+    dtype = torch.promote_types(first.weight.dtype, torch.float32)
+    flat = x.reshape(-1, x.shape[-1]).to(dtype)
     # About 2**20 hidden values per chunk on CPU (cache sized); GPUs take
     # all rows at once and still save the hidden layer.
     chunk = (
         flat.shape[0] if flat.is_cuda else max(1, 2**20 // first.out_features)
     )
-    out = _ChunkedMLP.apply(flat, first.weight, first.bias, last.weight, chunk)
+    weights = (first.weight, first.bias, last.weight)
+    weights = tuple(w.to(dtype) for w in weights)
+    out = _ChunkedMLP.apply(flat, *weights, chunk)
     return out.view(*x.shape[:-1], last.out_features)
 
 
@@ -173,7 +186,8 @@ class BoxRelativePositionBias(BaseModule):
 
         Returns:
             tuple[Tensor, Tensor]: ``rpe_y`` of shape (B, num_heads, Q, H)
-            and ``rpe_x`` of shape (B, num_heads, Q, W).
+            and ``rpe_x`` of shape (B, num_heads, Q, W), float32 under
+            autocast too (the distances and MLPs run in float32).
         """
         if boxes.dim() != 3 or boxes.shape[-1] != 4:
             raise ValueError(
@@ -181,7 +195,10 @@ class BoxRelativePositionBias(BaseModule):
                 f'{tuple(boxes.shape)}.'
             )
         delta_y, delta_x = box_edge_deltas(
-            boxes, spatial_shape, stride, self.delta_mode
+            boxes.to(torch.promote_types(boxes.dtype, torch.float32)),
+            spatial_shape,
+            stride,
+            self.delta_mode,
         )
         rpe_x = _run_mlp(self.x_mlp, delta_x).permute(0, 3, 1, 2)
         rpe_y = _run_mlp(self.y_mlp, delta_y).permute(0, 3, 1, 2)

@@ -13,7 +13,7 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from .attention import MultiheadAttention
+from .attention import MultiheadAttention, compute_dtype
 from .box_rpb import BoxRelativePositionBias, expand_axial_bias
 
 
@@ -27,6 +27,11 @@ class IndirectAttention(BaseModule):
     With ``key`` equal to ``value`` (and no value position) this is Plain-
     DETR's BoxRPB cross-attention; with ``use_box_rpb=False`` it is the
     "misaligned attention" ablation of IA-DETR.
+
+    The BoxRPB MLPs run in float32 (also under autocast); their dense bias
+    reaches ``scaled_dot_product_attention`` in the attention's compute
+    dtype as an additive mask, which selects the memory-efficient kernel on
+    CUDA (flash attention takes no mask) and the flash kernel on the CPU.
 
     Args:
         embed_dims (int): Channels of queries, keys and values.
@@ -207,7 +212,9 @@ class IndirectAttention(BaseModule):
                     'reference_boxes (batch, num_queries, 4) are required '
                     'when use_box_rpb=True.'
                 )
-            bias = expand_axial_bias(
-                *self.box_rpb(reference_boxes, spatial_shape, stride)
-            )
+            # Expanded in the attention's compute dtype: the dense bias is
+            # the largest tensor of the layer.
+            dtype = compute_dtype(key)
+            rpe_y, rpe_x = self.box_rpb(reference_boxes, spatial_shape, stride)
+            bias = expand_axial_bias(rpe_y.to(dtype), rpe_x.to(dtype))
         return padding_mask, bias

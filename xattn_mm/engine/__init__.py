@@ -6,6 +6,9 @@ every config's ``custom_imports``) installs them once:
 - :mod:`.checkpoint`: checkpoints load with ``weights_only=True`` unless they
   are trusted (the run's own work_dir when resuming, or an explicit opt-in).
 - :mod:`.dist`: CPU-only distributed runs on gloo.
+
+It also registers :class:`AutocastOptimWrapper` (bf16 autocast without a
+loss scaler, on the CPU too) into mmengine's optim-wrapper registry.
 """
 
 from .checkpoint import (
@@ -15,10 +18,12 @@ from .checkpoint import (
     trust_checkpoint,
 )
 from .dist import install_cpu_dist_support
+from .optim_wrapper import AutocastOptimWrapper
 
 install_cpu_dist_support()
 
 __all__ = [
+    'AutocastOptimWrapper',
     'UntrustedCheckpointError',
     'install_cpu_dist_support',
     'is_trusted_checkpoint',

@@ -42,7 +42,9 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 custom_hooks = [dict(type='FreezeBackboneHook', start_epoch=2)]
-# parameters frozen after the DDP wrap are unused from then on
-find_unused_parameters = True
+# Every parameter that requires a gradient gets one (stage 1 freezes the
+# backbone before the DDP wrap; FreezeBackboneHook rebuilds the wrapper
+# without it): no search for unused parameters, no all-reduce of the frozen.
+find_unused_parameters = False
 # lr 2e-4 is for 16 images per step (8 GPUs x 2); set enable=True to scale it
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -7,7 +7,11 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 from mmengine.dataset import default_collate
-from mmengine.dist import all_gather_object, get_dist_info
+from mmengine.dist import (
+    all_gather_object,
+    broadcast_object_list,
+    get_dist_info,
+)
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -49,7 +53,10 @@ class PseudoLabelHook(Hook):
 
     Source labels come from the source dataset; the target set is read
     through a label-free view. In distributed runs every rank extracts a
-    shard and all ranks gather the banks and compute the same pairs.
+    shard, rank 0 gathers the banks, computes the pseudo-labels and pairs
+    alone and broadcasts them: every rank gets the same pairs, hence the
+    same epoch length (ranks computing their own could break a tie
+    differently, disagree on the pair count and hang in a collective).
 
     The dataset's pair order is redrawn before every epoch. Workers must
     see the refreshed dataset, so the train dataloader must not use
@@ -117,9 +124,9 @@ class PseudoLabelHook(Hook):
         return dataset
 
     @torch.no_grad()
-    def _extract(self, model, view) -> Tuple[Tensor, Tensor]:
+    def _extract(self, model, view) -> Optional[Tuple[Tensor, Tensor]]:
         """Features and softmax outputs of every sample of ``view``, in
-        order, gathered from all ranks."""
+        order, gathered on rank 0 (None on the other ranks)."""
         rank, world_size = get_dist_info()
         indices = list(range(rank, len(view), world_size))
         loader = DataLoader(
@@ -135,7 +142,10 @@ class PseudoLabelHook(Hook):
             feats.append(model.head.pre_logits(out).float().cpu())
             probs.append(model.head(out).float().softmax(dim=1).cpu())
         part = (indices, torch.cat(feats), torch.cat(probs))
+        # all_gather (NCCL has no gather of objects in mmengine's helpers).
         parts = all_gather_object(part) if world_size > 1 else [part]
+        if rank != 0:
+            return None
         order = torch.tensor(sum((p[0] for p in parts), []))
         feats = torch.cat([p[1] for p in parts])
         probs = torch.cat([p[2] for p in parts])
@@ -144,19 +154,49 @@ class PseudoLabelHook(Hook):
         return feats[inverse], probs[inverse]
 
     def refresh(self, runner) -> None:
-        """Recompute the pseudo-labels and pairs now."""
+        """Recompute the pseudo-labels and pairs now (on rank 0) and give
+        them to every rank."""
         dataset = self._dataset(runner)
         model = _unwrap(runner.model)
         was_training = model.training
         model.eval()
-        source_feats, _ = self._extract(
-            model, dataset.extraction_set('source')
-        )
-        target_feats, target_probs = self._extract(
-            model, dataset.extraction_set('target')
-        )
+        source = self._extract(model, dataset.extraction_set('source'))
+        target = self._extract(model, dataset.extraction_set('target'))
         model.train(was_training)
-        device = next(model.parameters()).device
+        result = [None]
+        if get_dist_info()[0] == 0:
+            result[0] = self._pairs(
+                dataset, source[0], *target, next(model.parameters()).device
+            )
+        broadcast_object_list(result)  # no-op outside DDP
+        source_idx, target_idx, pseudo, num_classes = result[0]
+        if not len(source_idx):
+            raise RuntimeError(
+                'No source-target pair has a source label equal to the '
+                'target pseudo-label; check that both datasets share the '
+                'class order.'
+            )
+        dataset.set_pairs(source_idx, target_idx, pseudo)
+        self._refreshed_epoch = runner.epoch
+        counts = np.bincount(pseudo, minlength=num_classes)
+        print_log(
+            f'PseudoLabelHook (epoch {runner.epoch}): {len(source_idx)} '
+            f'pairs from {len(dataset.source)} source and {len(pseudo)} '
+            f'target samples; pseudo-labels per class {counts.tolist()}.',
+            logger='current',
+            level=logging.INFO,
+        )
+
+    def _pairs(
+        self,
+        dataset: UDAPairDataset,
+        source_feats: Tensor,
+        target_feats: Tensor,
+        target_probs: Tensor,
+        device: torch.device,
+    ) -> tuple:
+        """Pseudo-labels and pairs from the memory banks, as numpy arrays:
+        (source indices, target indices, target pseudo-labels, classes)."""
         source_feats = source_feats.to(device)
         target_feats = target_feats.to(device)
         pseudo = center_aware_labels(
@@ -176,27 +216,11 @@ class PseudoLabelHook(Hook):
             self.label_filter,
             self.deduplicate,
         )
-        if not len(source_idx):
-            raise RuntimeError(
-                'No source-target pair has a source label equal to the '
-                'target pseudo-label; check that both datasets share the '
-                'class order.'
-            )
-        dataset.set_pairs(
+        return (
             source_idx.cpu().numpy(),
             target_idx.cpu().numpy(),
             pseudo.cpu().numpy(),
-        )
-        self._refreshed_epoch = runner.epoch
-        counts = np.bincount(
-            pseudo.cpu().numpy(), minlength=target_probs.shape[1]
-        )
-        print_log(
-            f'PseudoLabelHook (epoch {runner.epoch}): {len(source_idx)} '
-            f'pairs from {len(source_labels)} source and {len(pseudo)} '
-            f'target samples; pseudo-labels per class {counts.tolist()}.',
-            logger='current',
-            level=logging.INFO,
+            target_probs.shape[1],
         )
 
     def before_train(self, runner) -> None:

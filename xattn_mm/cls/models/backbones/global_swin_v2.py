@@ -2,13 +2,14 @@
 Plain-DETR and IA-DETR (their ``swin_v2_*_2global`` variants)."""
 
 import math
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmpretrain.models.backbones import SwinTransformerV2
-from mmpretrain.models.utils.attention import ShiftWindowMSA
+from mmpretrain.models.utils.attention import ShiftWindowMSA, WindowMSAV2
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
@@ -47,6 +48,21 @@ def relative_index(height: int, width: int) -> Tensor:
     dy = ys[:, None] - ys[None] + height - 1
     dx = xs[:, None] - xs[None] + width - 1
     return dy * (2 * width - 1) + dx
+
+
+@lru_cache(maxsize=32)
+def _device_tables(
+    height: int,
+    width: int,
+    pretrained_size: Tuple[int, int],
+    device: torch.device,
+) -> Tuple[Tensor, Tensor]:
+    """:func:`log_spaced_coords` and :func:`relative_index` on ``device``,
+    built once per map size: the hot path copies nothing from the host."""
+    return (
+        log_spaced_coords(height, width, pretrained_size).to(device),
+        relative_index(height, width).to(device),
+    )
 
 
 class GlobalMSAV2(nn.Module):
@@ -103,41 +119,112 @@ class GlobalMSAV2(nn.Module):
 
     def position_bias(self, height: int, width: int) -> Tensor:
         """(heads, N, N) bias ``16 * sigmoid(cpb_mlp(coords))``."""
-        device = self.logit_scale.device
-        table = log_spaced_coords(height, width, self.pretrained_window_size)
-        table = self.cpb_mlp(table.to(device)).flatten(0, 1)
-        bias = table[relative_index(height, width).to(device)]
+        coords, index = _device_tables(
+            height, width, self.pretrained_window_size, self.logit_scale.device
+        )
+        bias = self.cpb_mlp(coords).flatten(0, 1)[index]
         return 16 * torch.sigmoid(bias.permute(2, 0, 1))
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """x: (B, H * W, C) tokens in row-major order."""
-        batch, tokens, channels = x.shape
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat(
-                [self.q_bias, torch.zeros_like(self.v_bias), self.v_bias]
-            )
-        q, k, v = F.linear(x, self.qkv.weight, bias).chunk(3, -1)
-        head_dims = channels // self.num_heads
+        return cosine_attention(self, x, self.position_bias(*hw_shape)[None])
 
-        def heads(t: Tensor) -> Tensor:
-            return F.normalize(
-                t.view(batch, tokens, self.num_heads, -1), dim=-1
-            )
 
-        # Cosine logits times a per-head scale; the attention routine
-        # divides by sqrt(head_dims), which the query undoes.
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        q = heads(q) * (scale.view(-1, 1) * math.sqrt(head_dims))
-        out = multihead_attention(
-            q.flatten(2),
-            heads(k).flatten(2),
-            v,
-            self.num_heads,
-            attn_bias=self.position_bias(*hw_shape)[None],
-            dropout_p=self.attn_drop if self.training else 0.0,
+class CosineWindowMSAV2(WindowMSAV2):
+    """mmpretrain's :class:`WindowMSAV2` (same parameters, buffers and
+    results in float32) computed by :func:`cosine_attention`: one fused
+    ``scaled_dot_product_attention`` call instead of the materialised
+    softmax, and under autocast no NaN where a window holds padding.
+
+    The host normalises the fp16 keys with ``F.normalize``, whose 1e-12
+    floor is 0 in fp16: the all-zero keys of ``pad_small_map`` or of a
+    padded border window become 0 / 0 and the whole window NaN.
+    """
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """
+        Args:
+            x (Tensor): Windows of tokens, shape (num_windows * B, N, C).
+            mask (Tensor, optional): Shift mask (num_windows, N, N) with
+                values in (-inf, 0]. Defaults to None.
+        """
+        tokens = x.shape[1]
+        table = self.cpb_mlp(self.relative_coords_table).flatten(0, -2)
+        index = self.relative_position_index.view(-1)
+        bias = (
+            16
+            * torch.sigmoid(
+                table[index].view(tokens, tokens, -1).permute(2, 0, 1)
+            )[None]
         )
-        return self.proj_drop(self.proj(out))
+        if mask is not None:
+            windows = mask.shape[0]
+            bias = (bias + mask[:, None]).repeat(
+                x.shape[0] // windows, 1, 1, 1
+            )
+        return cosine_attention(self, x, bias)
+
+
+def _unit(t: Tensor) -> Tensor:
+    """``t`` / its L2 norm over the last dim in float32, returned in ``t``'s
+    dtype: ``F.normalize`` (norm floored at 1e-12), except that an all-zero
+    vector (padding) is divided by 1. Its value stays 0, and its gradient is
+    the incoming one instead of ``F.normalize``'s 1e12 times it, which
+    overflows fp16 and turns the weight gradient ``0 * inf`` into NaN."""
+    t32 = t.float()
+    norm = t32.norm(dim=-1, keepdim=True)
+    norm = torch.where(norm > 0, norm.clamp_min(1e-12), torch.ones_like(norm))
+    return (t32 / norm).to(t.dtype)
+
+
+def cosine_attention(
+    msa: nn.Module, x: Tensor, position_bias: Tensor
+) -> Tensor:
+    """Swin V2 scaled cosine attention with the parameters of a
+    :class:`WindowMSAV2`-like module ``msa`` (``qkv``, ``q_bias``,
+    ``v_bias``, ``logit_scale``, ``num_heads``, ``attn_drop``, ``proj``,
+    ``proj_drop``).
+
+    The queries and keys are normalised in float32 (the cosine of an
+    all-zero padding token is 0, not NaN, under fp16 autocast); the product
+    runs in :func:`~xattn_mm.core.multihead_attention`, the bias being an
+    additive float mask (the memory-efficient kernel on CUDA).
+
+    Args:
+        msa (nn.Module): The attention module holding the parameters.
+        x (Tensor): Tokens, shape (B, N, C).
+        position_bias (Tensor): Additive logit bias broadcastable to
+            (B, num_heads, N, N).
+
+    Returns:
+        Tensor: Projected output, shape (B, N, C).
+    """
+    batch, tokens, _ = x.shape
+    bias = None
+    if msa.q_bias is not None:
+        bias = torch.cat(
+            [msa.q_bias, torch.zeros_like(msa.v_bias), msa.v_bias]
+        )
+    q, k, v = F.linear(x, msa.qkv.weight, bias).chunk(3, -1)
+    q, k = (_unit(t.view(batch, tokens, msa.num_heads, -1)) for t in (q, k))
+    # Cosine logits times a per-head scale, carried by the query (the
+    # attention's own 1 / sqrt(head dims) is replaced by 1).
+    scale = msa.logit_scale.clamp(max=math.log(100.0)).exp().view(-1, 1)
+    drop = (
+        msa.attn_drop
+        if isinstance(msa.attn_drop, float)
+        else (msa.attn_drop.p)
+    )
+    out = multihead_attention(
+        (q * scale).flatten(2),
+        k.flatten(2),
+        v,
+        msa.num_heads,
+        attn_bias=position_bias,
+        dropout_p=drop if msa.training else 0.0,
+        scale=1.0,
+    )
+    return msa.proj_drop(msa.proj(out))
 
 
 class GlobalMSA(BaseModule):
@@ -165,7 +252,9 @@ class GlobalSwinTransformerV2(SwinTransformerV2):
     windows, as Plain-DETR's and IA-DETR's ``swin_v2_*_2global`` backbones
     (every block of the last stage global).
 
-    The relative-position buffers of the window blocks are recomputed from
+    The window blocks compute mmpretrain's attention through
+    :class:`CosineWindowMSAV2` (fused, fp16-safe). Their relative-position
+    buffers are recomputed from
     the window size (as mmpretrain does on load) and are not saved, so
     checkpoints load strictly.
 
@@ -219,6 +308,9 @@ class GlobalSwinTransformerV2(SwinTransformerV2):
                     block.attn.drop,
                 )
         for module in self.modules():
+            if type(module) is WindowMSAV2:
+                # Same parameters and buffers, fp16-safe fused forward.
+                module.__class__ = CosineWindowMSAV2
             for name in _RELATIVE_BUFFERS:
                 if name in module._buffers:
                     buffer = module._buffers.pop(name)

@@ -14,8 +14,10 @@ import copy
 import logging
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
-from mmengine.logging import print_log
+from mmengine.dist import broadcast_object_list, get_rank
+from mmengine.logging import MessageHub, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
@@ -68,9 +70,15 @@ class StochCA(BaseBackbone):
     ``train()``; it follows the student's device and dtype.
 
     In a training forward with ``p > 0``, every block draws beta ~
-    Bernoulli(p) on the CPU's global generator (so the run's seed fixes the
-    draws): once per block, shared by the batch (``draw='batch'``, the
-    official behaviour), or per sample (``draw='sample'``). The teacher
+    Bernoulli(p): once per block, shared by the batch (``draw='batch'``, the
+    official behaviour), or per sample (``draw='sample'``). The draws come
+    from a generator of their own (the global one is left alone), seeded
+    from (``seed``, the iteration, the forward's index within it) and, in
+    ``sample`` mode, the rank: every DDP rank takes the same blocks in
+    ``batch`` mode (so all ranks run the same graph) and distinct samples in
+    ``sample`` mode, and a resumed run repeats the draws of the original.
+    The iteration is the Runner's (``MessageHub``'s ``iter``); outside a
+    Runner, training forwards are counted. The teacher
     then runs only up to the deepest block that drew cross-attention, and
     not at all when none did. Eval mode (or ``p = 0``) is the plain
     backbone's forward: no teacher, no extra cost.
@@ -86,6 +94,9 @@ class StochCA(BaseBackbone):
             (an mmpretrain classifier or bare backbone state dict of the same
             architecture). Defaults to None (copy of the initialised
             student).
+        seed (int, optional): Seed of the draws. Defaults to None: the
+            global torch seed at :meth:`init_weights` (the run's
+            ``randomness.seed``), rank 0's where ranks differ.
         init_cfg (dict, optional): Initialisation config of the wrapper.
             Defaults to None.
     """
@@ -96,6 +107,7 @@ class StochCA(BaseBackbone):
         p: float = 0.1,
         draw: str = 'batch',
         teacher_checkpoint: Optional[str] = None,
+        seed: Optional[int] = None,
         init_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -118,8 +130,14 @@ class StochCA(BaseBackbone):
                 'teacher_checkpoint must be a path or None, got '
                 f'{teacher_checkpoint!r}.'
             )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or seed < 0
+        ):
+            raise TypeError(f'seed must be an int >= 0 or None, got {seed!r}.')
         self.p = float(p)
         self.draw = draw
+        self.seed = seed
+        self._draw_step: Tuple[Optional[int], int] = (None, 0)
         self.teacher_checkpoint = teacher_checkpoint
         self.backbone = MODELS.build(backbone)
         check_supported_backbone(self.backbone, 'StochCA')
@@ -143,6 +161,10 @@ class StochCA(BaseBackbone):
         """Initialise the student, then build the teacher (when p > 0)."""
         first_time = not self.is_init
         super().init_weights()
+        if self.seed is None:
+            seed = [torch.initial_seed() % 2**63]
+            broadcast_object_list(seed)  # no-op outside DDP
+            self.seed = seed[0]
         if first_time and self.p > 0:
             self.build_teacher()
 
@@ -206,7 +228,26 @@ class StochCA(BaseBackbone):
         shape = (self.num_layers,)
         if self.draw == 'sample':
             shape += (batch_size,)
-        return torch.rand(shape) < self.p
+        return torch.rand(shape, generator=self._draw_generator()) < self.p
+
+    def _draw_generator(self) -> torch.Generator:
+        """A CPU generator seeded from (seed, iteration, index of this
+        draw within the iteration[, rank in ``sample`` mode])."""
+        if self.seed is None:
+            raise RuntimeError(
+                'StochCA has no seed yet: pass seed= or call init_weights() '
+                'first (mmengine Runner does so before training).'
+            )
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        last, count = self._draw_step
+        count = count + 1 if iteration == last else 0
+        self._draw_step = (iteration, count)
+        words = [self.seed, -1 if iteration is None else iteration, count]
+        if self.draw == 'sample':
+            words.append(get_rank())
+        words = [w + 1 for w in words]  # SeedSequence takes ints >= 0
+        state = np.random.SeedSequence(words).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
 
     @torch.no_grad()
     def teacher_keys_values(
@@ -278,7 +319,8 @@ class StochCA(BaseBackbone):
             own = multihead_attention(
                 query, own_key, own_value, attn.num_heads, dropout_p=dropout
             )
-            out = torch.where(beta.to(x.device)[:, None, None], cross, own)
+            beta = beta.to(x.device, non_blocking=True)
+            out = torch.where(beta[:, None, None], cross, own)
         out = attn.proj_drop(attn.proj(out))
         return attn.out_drop(attn.gamma1(out))
 

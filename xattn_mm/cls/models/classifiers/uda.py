@@ -27,7 +27,17 @@ class UDADataPreprocessor(ClsDataPreprocessor):
     data_samples=dict(source=..., target=...))``. Plain batches pass
     through unchanged, so one model trains stage 1 (source only) and
     stage 2 (paired) and evaluates as usual.
+
+    Args:
+        non_blocking (bool): Copy the images to the device asynchronously.
+            Defaults to True (the host's default is False).
+        *args, **kwargs: :class:`ClsDataPreprocessor` arguments.
     """
+
+    def __init__(self, *args, non_blocking: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # ClsDataPreprocessor does not pass the flag to mmengine's base.
+        self._non_blocking = non_blocking
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Preprocess a plain or a paired batch."""
@@ -46,26 +56,35 @@ def rescale_images(images: Tensor, factors: Tensor) -> Tensor:
     1 enlarges the content (the borders leave the frame), below 1 shrinks
     it (zero padding, i.e. the mean colour of normalised images).
 
+    Which images to zoom is decided on the CPU, before anything is copied
+    to the images' device, so the call makes no host-device sync.
+
     Args:
         images (Tensor): Normalised images, (B, C, H, W).
-        factors (Tensor): Float (B,), one zoom factor per image.
+        factors (Tensor): Float (B,) on the CPU, one zoom factor per image.
 
     Returns:
         Tensor: (B, C, H, W); images with factor 1 are returned untouched.
     """
-    factors = factors.to(images.device, images.dtype)
-    zoom = factors != 1
-    if not bool(zoom.any()):
+    factors = factors.cpu()
+    zoom = (factors != 1).nonzero()[:, 0]
+    if not len(zoom):
         return images
-    theta = images.new_zeros(int(zoom.sum()), 2, 3)
+    theta = torch.zeros(len(zoom), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factors[zoom]
-    selected = images[zoom]
-    grid = F.affine_grid(theta, list(selected.shape), align_corners=False)
-    out = images.clone()
-    out[zoom] = F.grid_sample(
-        selected, grid, mode='bilinear', align_corners=False
+    device = images.device
+    zoom = zoom.to(device, non_blocking=True)
+    selected = images.index_select(0, zoom)
+    grid = F.affine_grid(
+        theta.to(device, images.dtype, non_blocking=True),
+        list(selected.shape),
+        align_corners=False,
     )
-    return out
+    return images.index_copy(
+        0,
+        zoom,
+        F.grid_sample(selected, grid, mode='bilinear', align_corners=False),
+    )
 
 
 def soft_cross_entropy(
@@ -248,7 +267,7 @@ class UDAClassifier(ImageClassifier):
         target_logits = self.head(target_feats)
         cross_logits = self.head(cross_feats)
         pseudo = torch.cat([s.pseudo_label for s in targets])
-        pseudo = pseudo.to(target_logits.device)
+        pseudo = pseudo.to(target_logits.device, non_blocking=True)
         branch = (
             target_logits
             if self.pseudo_label_branch == 'target'

@@ -21,7 +21,8 @@ class CSMHead(ClsHead):
     samples, whose scale is known, are trained on the logits of their own
     sub-center (:meth:`loss` with ``subcenter_index``); target samples and
     predictions take, per class, the most compatible scale: the maximum
-    over the sub-centers (:meth:`forward`).
+    over the sub-centers (:meth:`forward`). The logits, hence every loss
+    on them, are float32 under mixed precision.
 
     Args:
         num_classes (int): Number of classes.
@@ -80,11 +81,16 @@ class CSMHead(ClsHead):
             feats (tuple[Tensor]): Backbone outputs; the last is (B, C).
 
         Returns:
-            Tensor: Shape (B, num_classes, num_subcenters).
+            Tensor: Shape (B, num_classes, num_subcenters), float32 (also
+            under autocast).
         """
-        features = F.normalize(self.pre_logits(feats), dim=-1)
-        weight = F.normalize(self.fc.weight, dim=-1)
-        logits = self.scale * features @ weight.t()
+        features = self.pre_logits(feats)
+        # float32 by design, autocast or not: F.normalize's 1e-12 floor is 0
+        # in fp16, and every loss downstream takes these logits.
+        with torch.autocast(features.device.type, enabled=False):
+            features = F.normalize(features.float(), dim=-1)
+            weight = F.normalize(self.fc.weight.float(), dim=-1)
+            logits = self.scale * features @ weight.t()
         return logits.unflatten(-1, (self.num_classes, self.num_subcenters))
 
     def forward(self, feats: Tuple[Tensor]) -> Tensor:
@@ -104,8 +110,9 @@ class CSMHead(ClsHead):
         Args:
             feats (tuple[Tensor]): Backbone outputs; the last is (B, C).
             data_samples (list[DataSample]): With ``gt_label``.
-            subcenter_index (Tensor, optional): Long (B,), the scale index
-                of each sample: its loss uses that sub-center's logits.
+            subcenter_index (Tensor, optional): Long (B,), on the CPU (its
+                range check then makes no device sync), the scale index of
+                each sample: its loss uses that sub-center's logits.
                 Defaults to None (max over the sub-centers).
             **kwargs: Passed to the loss module.
 
@@ -115,15 +122,16 @@ class CSMHead(ClsHead):
         if subcenter_index is None:
             return super().loss(feats, data_samples, **kwargs)
         logits = self.subcenter_logits(feats)
-        index = subcenter_index.to(logits.device).long()
+        # Checked on the CPU, where the classifier draws it: no sync.
+        index = subcenter_index.cpu().long()
         if index.shape != logits.shape[:1] or not bool(
             ((index >= 0) & (index < self.num_subcenters)).all()
         ):
             raise ValueError(
                 'subcenter_index must hold one index in [0, '
-                f'{self.num_subcenters}) per sample, got '
-                f'{subcenter_index.tolist()}.'
+                f'{self.num_subcenters}) per sample, got {index.tolist()}.'
             )
+        index = index.to(logits.device, non_blocking=True)
         index = index[:, None, None].expand(-1, self.num_classes, 1)
         logits = torch.gather(logits, 2, index).squeeze(2)
         return self._get_loss(logits, data_samples, **kwargs)

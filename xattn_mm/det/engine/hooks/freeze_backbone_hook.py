@@ -4,6 +4,7 @@ stage-2 schedule)."""
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from torch.nn.parallel import DistributedDataParallel
 
 
 @HOOKS.register_module()
@@ -25,9 +26,13 @@ class FreezeBackboneHook(Hook):
     ``norm_eval=True`` (the IA-DETR ResNet configs are, matching the
     official ``FrozenBatchNorm2d``).
 
-    Parameters frozen after the model is wrapped in DDP are unused from then
-    on, so distributed runs need ``find_unused_parameters = True`` in the
-    config (the IA-DETR schedule sets it).
+    In a distributed run the hook then wraps the model in a new DDP wrapper
+    of the same type and settings: DDP reduces only the parameters that
+    require gradients when it is built, so the frozen backbone leaves the
+    all-reduce (no gradient traffic for it, measured in
+    ``tests/test_det/test_freeze_backbone_hook.py``) and the run needs no
+    ``find_unused_parameters``. Other model wrappers (FSDP, DeepSpeed) are
+    left as they are, with a warning.
 
     Args:
         start_epoch (int): First epoch (0-based) trained with a frozen
@@ -72,3 +77,39 @@ class FreezeBackboneHook(Hook):
                 f'FreezeBackboneHook: froze {len(trainable)} backbone '
                 f'parameter tensors before epoch {runner.epoch + 1}.'
             )
+            if is_model_wrapper(runner.model):
+                self._rewrap(runner)
+
+    @staticmethod
+    def _rewrap(runner) -> None:
+        """Rebuild ``runner.model``'s DDP wrapper around the same module, so
+        that its reducer holds only the parameters still trained."""
+        wrapper = runner.model
+        if not isinstance(wrapper, DistributedDataParallel):
+            runner.logger.warning(
+                f'FreezeBackboneHook: {type(wrapper).__name__} is not a DDP '
+                'wrapper; it keeps synchronising the frozen backbone.'
+            )
+            return
+        settings = dict(
+            device_ids=wrapper.device_ids,
+            output_device=wrapper.output_device,
+            broadcast_buffers=wrapper.broadcast_buffers,
+            find_unused_parameters=wrapper.find_unused_parameters,
+            bucket_cap_mb=wrapper.bucket_bytes_cap / 2**20,
+            gradient_as_bucket_view=wrapper.gradient_as_bucket_view,
+            static_graph=wrapper.static_graph,
+        )
+        if hasattr(wrapper, 'detect_anomalous_params'):  # mmengine's
+            settings['detect_anomalous_params'] = (
+                wrapper.detect_anomalous_params
+            )
+        module, wrapper_type = wrapper.module, type(wrapper)
+        # Dropping the old wrapper frees its reducer and gradient hooks.
+        runner.model = None
+        del wrapper
+        runner.model = wrapper_type(module=module, **settings)
+        runner.logger.info(
+            'FreezeBackboneHook: rebuilt the DDP wrapper without the frozen '
+            'parameters.'
+        )

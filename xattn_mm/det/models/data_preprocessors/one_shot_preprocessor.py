@@ -27,7 +27,16 @@ class OneShotDetDataPreprocessor(DetDataPreprocessor):
     (h, w)) in its metainfo (missing: the full (h, w) each). Each exemplar
     is cut to its shape and put on the canvas; the output ``exemplar`` is
     (B, K, 3, H, W) and ``exemplar_shapes`` stays in the metainfo.
+
+    Args:
+        non_blocking (bool): Copy the images to the device asynchronously
+            (overlapping with compute when the dataloader pins memory).
+            Defaults to True (the host's default is False).
+        *args, **kwargs: :class:`DetDataPreprocessor` arguments.
     """
+
+    def __init__(self, *args, non_blocking: bool = True, **kwargs) -> None:
+        super().__init__(*args, non_blocking=non_blocking, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> Dict:
         inputs = data.get('inputs')

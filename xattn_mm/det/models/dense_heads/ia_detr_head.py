@@ -1,8 +1,9 @@
 """IA-DETR head: focal "matches the exemplar" logit, L1 + GIoU boxes,
 auxiliary and proposal losses, and the one-to-many (hybrid) branch."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import torch
 from mmdet.models.dense_heads import DeformableDETRHead
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -45,6 +46,29 @@ class IADETRHead(DeformableDETRHead):
         self.k_one2many = k_one2many
         self.lambda_one2many = lambda_one2many
 
+    def forward(
+        self, hidden_states: Tensor, references: List[Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        """The host's forward, in float32 with autocast off by design.
+
+        Under fp16 autocast a logit above ~8.4 has a sigmoid of exactly 1,
+        which makes the matcher's focal cost -inf; mmcv's CUDA focal loss
+        has no bf16 kernel; and bf16 sigmoid boxes resolve 1/256 of the
+        image. The branches are small, so their float32 cost is negligible.
+
+        Args:
+            hidden_states (Tensor): (num_layers, B, Q, C), any float dtype.
+            references (list[Tensor]): Each layer's input boxes, (B, Q, 4).
+
+        Returns:
+            tuple[Tensor, Tensor]: Float32 logits (num_layers, B, Q, 1) and
+            boxes (num_layers, B, Q, 4).
+        """
+        with torch.autocast(hidden_states.device.type, enabled=False):
+            return super().forward(
+                hidden_states.float(), [r.float() for r in references]
+            )
+
     def loss(
         self,
         hidden_states: Tensor,
@@ -65,9 +89,13 @@ class IADETRHead(DeformableDETRHead):
             batch_data_samples (list[DetDataSample]): With ``gt_instances``.
 
         Returns:
-            dict[str, Tensor]: The losses; one-to-many ones end in
-            ``_one2many``.
+            dict[str, Tensor]: The losses, computed in float32 (the
+            proposal outputs are cast as :meth:`forward` casts its own);
+            one-to-many ones end in ``_one2many``.
         """
+        if enc_outputs_class is not None:
+            enc_outputs_class = enc_outputs_class.float()
+            enc_outputs_coord = enc_outputs_coord.float()
         gts = [s.gt_instances for s in batch_data_samples]
         metas = [s.metainfo for s in batch_data_samples]
         cls_scores, bbox_preds = self(hidden_states, references)

@@ -342,7 +342,10 @@ class IADETR(DetectionTransformer):
         clash = (bbox_overlaps(merged.bboxes, merged.bboxes) > iou_thr) & (
             index[:, None] != index[None, :]
         )
-        dropped = torch.zeros_like(index, dtype=torch.bool)
+        # The greedy pass runs on the CPU: one copy instead of one device
+        # sync per detection.
+        clash = clash.cpu()
+        dropped = torch.zeros(len(merged), dtype=torch.bool)
         keep = []
         for i in range(len(merged)):
             if max_per_img is not None and len(keep) >= max_per_img:
@@ -545,17 +548,12 @@ class IADETR(DetectionTransformer):
         query = self.query_embedding.weight[:num_queries][None].expand(
             batch, -1, -1
         )
-        self_attn_mask = None
-        if num_queries > self.num_queries:
-            # One-to-one and one-to-many queries do not see each other.
-            self_attn_mask = torch.zeros(
-                num_queries,
-                num_queries,
-                dtype=torch.bool,
-                device=memory.device,
-            )
-            self_attn_mask[self.num_queries :, : self.num_queries] = True
-            self_attn_mask[: self.num_queries, self.num_queries :] = True
+        # One-to-one and one-to-many queries do not see each other.
+        self_attn_groups = (
+            (self.num_queries, num_queries - self.num_queries)
+            if num_queries > self.num_queries
+            else None
+        )
         decoder_inputs = dict(
             query=query,
             query_pos=query_pos,
@@ -563,7 +561,7 @@ class IADETR(DetectionTransformer):
             memory_mask=memory_mask,
             spatial_shape=spatial_shape,
             reference_points=reference_points,
-            self_attn_mask=self_attn_mask,
+            self_attn_groups=self_attn_groups,
         )
         head_inputs = (
             dict(

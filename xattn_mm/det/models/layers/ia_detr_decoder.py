@@ -7,7 +7,7 @@ grid, ``reference_points`` the queries' boxes (cx, cy, w, h) normalised to
 the target's valid region.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmcv.cnn import build_norm_layer
@@ -80,7 +80,7 @@ class IADETRDecoderLayer(BaseModule):
         exemplar_pos: Optional[Tensor] = None,
         memory_mask: Optional[Tensor] = None,
         exemplar_mask: Optional[Tensor] = None,
-        self_attn_mask: Optional[Tensor] = None,
+        self_attn_groups: Optional[Sequence[int]] = None,
     ) -> Tensor:
         """Update the queries.
 
@@ -100,14 +100,17 @@ class IADETRDecoderLayer(BaseModule):
                 target's padding.
             exemplar_mask (Tensor, optional): Bool (B, H * W), True on the
                 exemplar's padding.
-            self_attn_mask (Tensor, optional): Bool (Q, Q), True blocks.
+            self_attn_groups (Sequence[int], optional): Sizes of consecutive
+                query groups that attend only within themselves (IA-DETR's
+                one-to-one and one-to-many queries); they sum to Q.
+                Defaults to None (one group).
 
         Returns:
             Tensor: Shape (B, Q, C).
         """
         x = self.norms[0](query)
-        query = query + self.self_attn(
-            x + query_pos, x + query_pos, x, attn_mask=self_attn_mask
+        query = query + self._self_attention(
+            x, x + query_pos, self_attn_groups
         )
         query = query + self.cross_attn(
             self.norms[1](query),
@@ -123,6 +126,29 @@ class IADETRDecoderLayer(BaseModule):
             value_padding_mask=memory_mask,
         )
         return self.ffn(self.norms[2](query), identity=query)
+
+    def _self_attention(
+        self, x: Tensor, x_pos: Tensor, groups: Optional[Sequence[int]]
+    ) -> Tensor:
+        """Self-attention of each query group: one unmasked SDPA call per
+        group, which the flash kernel serves on CUDA (a block-diagonal mask
+        would force the memory-efficient kernel and attend to the blocked
+        half anyway)."""
+        if groups is None:
+            return self.self_attn(x_pos, x_pos, x)
+        groups = list(groups)
+        if sum(groups) != x.shape[1] or min(groups) <= 0:
+            raise ValueError(
+                f'self_attn_groups {groups} must be positive sizes summing '
+                f'to the {x.shape[1]} queries.'
+            )
+        return torch.cat(
+            [
+                self.self_attn(p, p, v)
+                for p, v in zip(x_pos.split(groups, 1), x.split(groups, 1))
+            ],
+            dim=1,
+        )
 
 
 @MODELS.register_module()
@@ -190,7 +216,7 @@ class IADETRDecoder(BaseModule):
         exemplar_pos: Optional[Tensor] = None,
         memory_mask: Optional[Tensor] = None,
         exemplar_mask: Optional[Tensor] = None,
-        self_attn_mask: Optional[Tensor] = None,
+        self_attn_groups: Optional[Sequence[int]] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Run every layer and refine the boxes after each.
 
@@ -212,7 +238,9 @@ class IADETRDecoder(BaseModule):
             exemplar_pos (Tensor, optional): Shape (B, H * W, C).
             memory_mask (Tensor, optional): Bool (B, H * W).
             exemplar_mask (Tensor, optional): Bool (B, H * W).
-            self_attn_mask (Tensor, optional): Bool (Q, Q), True blocks.
+            self_attn_groups (Sequence[int], optional): Query groups that
+                attend only within themselves (see
+                :meth:`IADETRDecoderLayer.forward`). Defaults to None.
 
         Returns:
             tuple[Tensor, Tensor]: ``hidden_states`` of shape
@@ -239,7 +267,7 @@ class IADETRDecoder(BaseModule):
                 exemplar_pos=exemplar_pos,
                 memory_mask=memory_mask,
                 exemplar_mask=exemplar_mask,
-                self_attn_mask=self_attn_mask,
+                self_attn_groups=self_attn_groups,
             )
             normed = self.post_norm(query)
             new_points = (

@@ -61,7 +61,9 @@ def batched_kmeans(
 
     The only Python loops run over the iterations and the K seeding steps,
     never over images. A cluster that loses all its points keeps its
-    center.
+    center. Distances are computed in float32 with autocast off, by design:
+    in fp16 the expanded ``|x|^2 - 2 x.c + |c|^2`` cancels and flips
+    assignments.
 
     Args:
         points (Tensor): Shape (B, N, D).
@@ -94,17 +96,20 @@ def batched_kmeans(
         raise ValueError(
             f'num_iters must be a non-negative int, got {num_iters!r}.'
         )
-    points = points.float()
-    if generator is None:
-        generator = torch.Generator(device=points.device).manual_seed(seed)
-    centers = kmeans_plus_plus(points, num_clusters, generator)
-    labels = _squared_distances(points, centers).argmin(-1)
-    for _ in range(num_iters):
-        one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(
-            points.dtype
-        )
-        counts = one_hot.sum(1)[..., None]
-        sums = one_hot.transpose(1, 2) @ points
-        centers = torch.where(counts > 0, sums / counts.clamp_min(1), centers)
+    with torch.autocast(points.device.type, enabled=False):
+        points = points.float()
+        if generator is None:
+            generator = torch.Generator(device=points.device).manual_seed(seed)
+        centers = kmeans_plus_plus(points, num_clusters, generator)
         labels = _squared_distances(points, centers).argmin(-1)
-    return labels, centers
+        for _ in range(num_iters):
+            one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(
+                points.dtype
+            )
+            counts = one_hot.sum(1)[..., None]
+            sums = one_hot.transpose(1, 2) @ points
+            centers = torch.where(
+                counts > 0, sums / counts.clamp_min(1), centers
+            )
+            labels = _squared_distances(points, centers).argmin(-1)
+        return labels, centers
