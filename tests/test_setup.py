@@ -264,3 +264,13 @@ def test_setup_script_builds_and_checks_through_the_ops_check():
     )
     assert proc.returncode == 0, proc.stderr
     assert 'mmcv ops OK' in proc.stdout
+
+
+def test_gpu_check_wheels_are_the_set_up_versions():
+    lines = (ROOT / 'requirements' / 'gpu_check.txt').read_text().splitlines()
+    pins = dict(
+        line.split('==') for line in lines if line and not line.startswith('#')
+    )
+    assert {'mmengine', 'mmdet', 'mmpretrain', 'mmsegmentation'} <= set(pins)
+    for name, version in pins.items():
+        assert metadata.version(name) == version, name

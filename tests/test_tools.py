@@ -482,3 +482,59 @@ def test_show_dir_for_each_host(config, check_cfg):
         'test', CONFIGS / config, 'c.pth', '--show-dir', 'vis'
     )
     assert check_cfg(tool.setup_cfg(args))
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_needs_no_mmcv_ops(tmp_path):
+    out = tmp_path / 'gpu_check.json'
+    output = check(
+        run(
+            [
+                TOOLS / 'analysis_tools' / 'gpu_check.py',
+                '--dry-run',
+                '--without-mmcv-ops',
+                '--out',
+                out,
+            ],
+            cwd=ROOT,
+        )
+    )
+    assert '| section | item | result |' in output
+    report = json.loads(out.read_text())
+    assert report['failed'] == [], report['failed']
+    assert report['environment']['mmcv_ext'] == 'missing (stand-in)'
+    names = set(report['fp64'])
+    assert len(names) == 8 and 'ia_detr[IADETRDecoder]' in names
+    for name, errors in report['fp64'].items():  # CPU fp32 against fp64
+        assert errors['finite'] and errors['missing_grads'] == 0, name
+        assert errors['output'] < 1e-4 and errors['grad'] < 1e-4, name
+    assert len(report['amp']) == 2 * len(names)
+    for name, errors in report['amp'].items():
+        assert errors['finite'] and errors['output'] < 0.2, name
+    assert report['kernels']['ia_detr[IADETRDecoder] bf16']
+    step = report['ia_detr_step']
+    assert 60 < step['voc_model_parameters_m'] < 65  # the VOC config builds
+    for label in ('fp32', 'fp16', 'bf16'):
+        assert step[label]['losses_finite'] and step[label]['step_ms'] > 0
+    assert set(report['benchmarks']) == {
+        'indirect_attention',
+        'ia_decoder',
+        'stoch_ca',
+        'dacsm',
+        'tmt',
+    }
+    for name, result in report['benchmarks'].items():
+        assert result['returncode'] == 0 and result['output'], name
+
+
+def test_gpu_check_focal_loss_stand_in_is_mmdets():
+    from mmdet.models.losses import FocalLoss
+
+    tool = load_tool('analysis_tools/gpu_check')
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(6, 3, generator=g)
+    target = torch.tensor([0, 2, 3, 1, 3, 0])  # 3: background
+    weight = torch.rand(6, generator=g)
+    expected = FocalLoss(loss_weight=1.0)(pred, target, weight, avg_factor=4)
+    got = tool._focal_loss_without_mmcv(pred, target, weight, avg_factor=4)
+    torch.testing.assert_close(got, expected)

@@ -1,7 +1,8 @@
 """Benchmark the indirect-attention layer against explicit-softmax layers.
 
 Same weights and inputs for every variant; each measures one forward +
-backward pass (median time over ``--repeats`` after ``--warmup``) and the
+backward pass (median time over ``--repeats`` after ``--warmup``, the
+variants taking turns within each repeat) and the
 peak memory it allocates above what the inputs and weights already hold
 (CUDA: ``max_memory_allocated``; CPU: the profiler's memory timeline).
 
@@ -112,6 +113,28 @@ def median_ms(
     return statistics.median(times)
 
 
+def interleaved_median_ms(
+    steps: Dict[str, Callable],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> Dict[str, float]:
+    """Median time of each step, the steps run in turn within every repeat,
+    so that a slow phase of the machine slows all of them alike."""
+    times: Dict[str, list] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def add_shape_args(parser: argparse.ArgumentParser) -> None:
     """Shapes, repetitions and device shared by the IA-DETR benchmarks."""
     parser.add_argument('--batch', type=int, default=2)
@@ -176,18 +199,20 @@ def main() -> None:
     )
     print('| variant | time (ms) | peak memory (MiB) | max abs diff |')
     print('| --- | --- | --- | --- |')
-    results = {}
+    steps = {}
     for name in args.variants:
-        forward = forwards[name]
 
-        def step(forward=forward):
+        def step(forward=forwards[name]):
             layer.zero_grad(set_to_none=True)
             forward(**inputs).sum().backward()
 
+        steps[name] = step
+    times = interleaved_median_ms(steps, device, args.warmup, args.repeats)
+    results = {}
+    for name, step in steps.items():
         with torch.no_grad():
-            diff = (forward(**inputs) - reference).abs().max().item()
-        ms = median_ms(step, device, args.warmup, args.repeats)
-        mib = peak_memory(step, device)
+            diff = (forwards[name](**inputs) - reference).abs().max().item()
+        ms, mib = times[name], peak_memory(step, device)
         results[name] = (ms, mib)
         print(f'| {name} | {ms:.1f} | {mib:.1f} | {diff:.1e} |')
     if 'xattn_mm' in results:

@@ -4,8 +4,8 @@ Every method in xattn_mm computes its attention here: the keys and the values
 may come from different token sets (IA-DETR takes keys from the exemplar and
 values from the target), an additive per-head bias may be added to the logits
 (BoxRPB), and padded keys may be masked. The product runs through
-:func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused
-kernel on GPU and a memory-efficient one on CPU.
+:func:`torch.nn.functional.scaled_dot_product_attention`, which picks its
+kernel from the inputs and the device (see :func:`multihead_attention`).
 """
 
 from typing import Optional
@@ -58,10 +58,12 @@ def multihead_attention(
     output zeros (no NaN in the forward or the backward pass).
 
     Kernels: without bias or masks, SDPA may take its flash kernel (CUDA,
-    fp16/bf16) and the CPU flash kernel. A bias or mask becomes one additive
-    float mask in the compute dtype (the query's, or autocast's), built
-    without a host-device sync, which CUDA serves with the memory-efficient
-    kernel and the CPU with its flash kernel.
+    fp16/bf16; also the CPU's flash kernel). A bias or mask becomes one
+    additive float mask in the compute dtype (the query's, or autocast's),
+    built without a host-device sync: CUDA serves it with the
+    memory-efficient kernel, which also returns the bias gradient; the CPU
+    flash kernel takes a mask that needs no gradient, and a learnable bias
+    (BoxRPB, Swin V2's position bias) runs SDPA's math path there.
 
     Args:
         query (Tensor): Projected queries, shape (B, Nq, C).

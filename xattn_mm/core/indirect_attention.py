@@ -31,7 +31,9 @@ class IndirectAttention(BaseModule):
     The BoxRPB MLPs run in float32 (also under autocast); their dense bias
     reaches ``scaled_dot_product_attention`` in the attention's compute
     dtype as an additive mask, which selects the memory-efficient kernel on
-    CUDA (flash attention takes no mask) and the flash kernel on the CPU.
+    CUDA (flash attention takes no mask; this one also returns the bias
+    gradient) and SDPA's math path on the CPU (whose flash kernel computes
+    no mask gradient).
 
     Args:
         embed_dims (int): Channels of queries, keys and values.

@@ -122,6 +122,7 @@ class GlobalMSAV2(nn.Module):
         coords, index = _device_tables(
             height, width, self.pretrained_window_size, self.logit_scale.device
         )
+        coords = coords.to(self.cpb_mlp[0].weight.dtype)
         bias = self.cpb_mlp(coords).flatten(0, 1)[index]
         return 16 * torch.sigmoid(bias.permute(2, 0, 1))
 

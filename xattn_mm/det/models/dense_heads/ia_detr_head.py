@@ -61,12 +61,13 @@ class IADETRHead(DeformableDETRHead):
             references (list[Tensor]): Each layer's input boxes, (B, Q, 4).
 
         Returns:
-            tuple[Tensor, Tensor]: Float32 logits (num_layers, B, Q, 1) and
-            boxes (num_layers, B, Q, 4).
+            tuple[Tensor, Tensor]: Float32 (float64 for a float64 model)
+            logits (num_layers, B, Q, 1) and boxes (num_layers, B, Q, 4).
         """
+        dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         with torch.autocast(hidden_states.device.type, enabled=False):
             return super().forward(
-                hidden_states.float(), [r.float() for r in references]
+                hidden_states.to(dtype), [r.to(dtype) for r in references]
             )
 
     def loss(
