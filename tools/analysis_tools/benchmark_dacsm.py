@@ -1,6 +1,7 @@
 """Benchmark a DACSM (DAT) training step against a single-branch ViT step.
 
-Both models share the ViT weights and a CSM head. Measured in one run:
+Both models share the ViT weights and a CSM head. Measured in one run,
+the two models taking turns step by step (timings and inference alike):
 
 - train step (forward, backward, SGD step): mean time over ``--steps``
   after ``--warmup``. The baseline is an ``ImageClassifier`` step on
@@ -18,7 +19,6 @@ Both models share the ViT weights and a CSM head. Measured in one run:
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +28,11 @@ from mmpretrain.structures import DataSample
 import xattn_mm.cls  # noqa: F401  (registers DAT, CSMHead, UDAClassifier)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_indirect_attention import median_ms, peak_memory  # noqa: E402
+from benchmark_indirect_attention import (  # noqa: E402
+    interleaved_median_ms,
+    interleaved_times,
+    peak_memory,
+)
 
 
 def build(arch: str, size: int, uda: bool, device) -> torch.nn.Module:
@@ -103,31 +107,31 @@ def main() -> None:
 
         return step
 
-    results = {}
-    for name, model in (('plain', plain), ('dacsm', dacsm)):
+    models = dict(plain=plain, dacsm=dacsm)
+    steps = {}
+    for name, model in models.items():
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        step = step_of(model, optimizer)
-        times = []
-        for i in range(args.warmup + args.steps):
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-        memory = peak_memory(step, device)
+        steps[name] = step_of(model, optimizer)
+    # The two models take turns step by step (see interleaved_times).
+    train = interleaved_times(steps, device, args.warmup, args.steps)
+    memory = {name: peak_memory(step, device) for name, step in steps.items()}
+    for model in models.values():
         model.eval()
-        with torch.no_grad():
-            infer = median_ms(
-                lambda m=model: m(target, mode='tensor'),
-                device,
-                args.warmup,
-                max(3, args.steps),
-            )
-        results[name] = (statistics.mean(times), memory, infer)
+    with torch.no_grad():
+        infer = interleaved_median_ms(
+            {
+                name: lambda m=model: m(target, mode='tensor')
+                for name, model in models.items()
+            },
+            device,
+            args.warmup,
+            max(3, args.steps),
+        )
+    results = {
+        name: (statistics.mean(train[name]), memory[name], infer[name])
+        for name in models
+    }
 
     base = results['plain']
     print(

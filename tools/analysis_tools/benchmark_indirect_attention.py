@@ -23,7 +23,7 @@ import math
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -113,14 +113,17 @@ def median_ms(
     return statistics.median(times)
 
 
-def interleaved_median_ms(
+def interleaved_times(
     steps: Dict[str, Callable],
     device: torch.device,
     warmup: int,
     repeats: int,
-) -> Dict[str, float]:
-    """Median time of each step, the steps run in turn within every repeat,
-    so that a slow phase of the machine slows all of them alike."""
+    after: Optional[Callable[[str], None]] = None,
+) -> Dict[str, list]:
+    """Times (ms) of ``repeats`` calls of each step after ``warmup``, the
+    steps run in turn within every repeat so that a slow phase of the
+    machine slows all of them alike; ``after(name)`` runs after each timed
+    call, outside the timing."""
     times: Dict[str, list] = {name: [] for name in steps}
     for i in range(warmup + repeats):
         for name, step in steps.items():
@@ -132,6 +135,19 @@ def interleaved_median_ms(
                 torch.cuda.synchronize()
             if i >= warmup:
                 times[name].append((time.perf_counter() - start) * 1e3)
+                if after is not None:
+                    after(name)
+    return times
+
+
+def interleaved_median_ms(
+    steps: Dict[str, Callable],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> Dict[str, float]:
+    """Median of :func:`interleaved_times` for each step."""
+    times = interleaved_times(steps, device, warmup, repeats)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

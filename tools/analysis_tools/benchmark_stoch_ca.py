@@ -2,7 +2,8 @@
 
 Both models are an mmpretrain ``ImageClassifier`` (ViT + linear head) with
 the same weights; StochCA wraps the backbone (its teacher a frozen copy).
-Measured in one run:
+Measured in one run,
+the two models taking turns step by step (timings and inference alike):
 
 - train step (forward, backward, AdamW step): mean time over ``--steps``
   steps after ``--warmup``, StochCA drawing its blocks at random with
@@ -20,7 +21,6 @@ Measured in one run:
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +30,11 @@ from mmpretrain.structures import DataSample
 import xattn_mm.cls  # noqa: F401  (registers StochCA)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_indirect_attention import median_ms, peak_memory  # noqa: E402
+from benchmark_indirect_attention import (  # noqa: E402
+    interleaved_median_ms,
+    interleaved_times,
+    peak_memory,
+)
 
 
 def build(arch: str, size: int, p: float, device) -> torch.nn.Module:
@@ -86,42 +90,45 @@ def main() -> None:
 
         return step
 
-    results = {}
-    for name, model in (('plain', plain), ('stoch_ca', stoch)):
+    models = dict(plain=plain, stoch_ca=stoch)
+    results, steps = {}, {}
+    for name, model in models.items():
         model.train()
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=1e-5
         )
-        step = train_step(model, optimizer)
-        times, drawn, depth = [], [], []
-        torch.manual_seed(2)
-        for i in range(args.warmup + args.steps):
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-                if name == 'stoch_ca':
-                    draw = model.backbone.last_draw
-                    blocks = draw.nonzero().flatten().tolist()
-                    drawn.append(len(blocks))
-                    depth.append(max(blocks) + 1 if blocks else 0)
-        results[name] = dict(
-            train_ms=statistics.mean(times), drawn=drawn, depth=depth
-        )
+        steps[name] = train_step(model, optimizer)
+        results[name] = dict(optimizer=optimizer)
+    drawn, depth = [], []
+
+    def record_draw(name):
+        if name == 'stoch_ca':
+            blocks = stoch.backbone.last_draw.nonzero().flatten().tolist()
+            drawn.append(len(blocks))
+            depth.append(max(blocks) + 1 if blocks else 0)
+
+    # The two models take turns step by step (see interleaved_times).
+    train = interleaved_times(
+        steps, device, args.warmup, args.steps, after=record_draw
+    )
+    for model in models.values():
         model.eval()
-        with torch.no_grad():
-            results[name]['infer_ms'] = median_ms(
-                lambda m=model: m(inputs, mode='tensor'),
-                device,
-                args.warmup,
-                max(3, args.steps // 2),
-            )
+    with torch.no_grad():
+        infer = interleaved_median_ms(
+            {
+                name: lambda m=model: m(inputs, mode='tensor')
+                for name, model in models.items()
+            },
+            device,
+            args.warmup,
+            max(3, args.steps // 2),
+        )
+    for name, model in models.items():
         model.train()
-        results[name]['optimizer'] = optimizer
+        results[name].update(
+            train_ms=statistics.mean(train[name]), infer_ms=infer[name]
+        )
+    results['stoch_ca'].update(drawn=drawn, depth=depth)
 
     layers = stoch.backbone.num_layers
     memory = {}

@@ -4,7 +4,8 @@ against the vanilla fine-tuning step (Feature2Pyramid neck).
 Both segmentors are the shipped ViT-B/16 + UperNet protocol configs
 (``configs/_base_/protocols/{finetune,tmt}_vit-b16-upernet.py``) with BN in
 place of SyncBN and random weights; TMT starts from the vanilla weights, as
-fine-tuning from the source checkpoint does. Measured in one run:
+fine-tuning from the source checkpoint does. Measured in one run,
+the two models taking turns step by step (timings and inference alike):
 
 - train step (forward, backward, AdamW step): mean over ``--steps`` after
   ``--warmup``;
@@ -19,7 +20,6 @@ fine-tuning from the source checkpoint does. Measured in one run:
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +32,11 @@ from mmseg.structures import SegDataSample
 import xattn_mm.seg  # noqa: F401  (registers TMANeck, ACTE, the segmentor)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_indirect_attention import median_ms, peak_memory  # noqa: E402
+from benchmark_indirect_attention import (  # noqa: E402
+    interleaved_median_ms,
+    interleaved_times,
+    peak_memory,
+)
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / 'configs/_base_/protocols'
 
@@ -89,8 +93,9 @@ def main() -> None:
         )
         samples.append(sample)
 
-    results = {}
-    for name, model in (('vanilla', vanilla), ('tmt', tmt)):
+    models = dict(vanilla=vanilla, tmt=tmt)
+    steps = {}
+    for name, model in models.items():
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
@@ -101,26 +106,26 @@ def main() -> None:
             loss.backward()
             optimizer.step()
 
-        times = []
-        for i in range(args.warmup + args.steps):
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-        memory = peak_memory(step, device)
+        steps[name] = step
+    # The two models take turns step by step (see interleaved_times).
+    train = interleaved_times(steps, device, args.warmup, args.steps)
+    memory = {name: peak_memory(step, device) for name, step in steps.items()}
+    for model in models.values():
         model.eval()
-        with torch.no_grad():
-            infer = median_ms(
-                lambda m=model: m(inputs, mode='tensor'),
-                device,
-                args.warmup,
-                max(3, args.steps),
-            )
-        results[name] = (statistics.mean(times), memory, infer)
+    with torch.no_grad():
+        infer = interleaved_median_ms(
+            {
+                name: lambda m=model: m(inputs, mode='tensor')
+                for name, model in models.items()
+            },
+            device,
+            args.warmup,
+            max(3, args.steps),
+        )
+    results = {
+        name: (statistics.mean(train[name]), memory[name], infer[name])
+        for name in models
+    }
 
     base = results['vanilla']
     print(
