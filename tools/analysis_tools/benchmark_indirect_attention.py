@@ -100,17 +100,9 @@ def peak_memory(step: Callable, device: torch.device) -> float:
 def median_ms(
     step: Callable, device: torch.device, warmup: int, repeats: int
 ) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """Median time (ms) of ``repeats`` calls of ``step`` after ``warmup``."""
+    times = interleaved_times(dict(step=step), device, warmup, repeats)
+    return statistics.median(times['step'])
 
 
 def interleaved_times(
@@ -149,6 +141,29 @@ def interleaved_median_ms(
     """Median of :func:`interleaved_times` for each step."""
     times = interleaved_times(steps, device, warmup, repeats)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def interleaved_inference_ms(
+    models: Dict[str, torch.nn.Module],
+    inputs,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> Dict[str, float]:
+    """Median eval-mode, no-grad ``model(inputs, mode='tensor')`` time of
+    each model, the models taking turns; they are left in eval mode."""
+    for model in models.values():
+        model.eval()
+    with torch.no_grad():
+        return interleaved_median_ms(
+            {
+                name: lambda m=model: m(inputs, mode='tensor')
+                for name, model in models.items()
+            },
+            device,
+            warmup,
+            repeats,
+        )
 
 
 def add_shape_args(parser: argparse.ArgumentParser) -> None:

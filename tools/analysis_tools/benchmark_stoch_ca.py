@@ -31,7 +31,7 @@ import xattn_mm.cls  # noqa: F401  (registers StochCA)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmark_indirect_attention import (  # noqa: E402
-    interleaved_median_ms,
+    interleaved_inference_ms,
     interleaved_times,
     peak_memory,
 )
@@ -111,18 +111,9 @@ def main() -> None:
     train = interleaved_times(
         steps, device, args.warmup, args.steps, after=record_draw
     )
-    for model in models.values():
-        model.eval()
-    with torch.no_grad():
-        infer = interleaved_median_ms(
-            {
-                name: lambda m=model: m(inputs, mode='tensor')
-                for name, model in models.items()
-            },
-            device,
-            args.warmup,
-            max(3, args.steps // 2),
-        )
+    infer = interleaved_inference_ms(
+        models, inputs, device, args.warmup, max(3, args.steps // 2)
+    )
     for name, model in models.items():
         model.train()
         results[name].update(

@@ -33,7 +33,7 @@ import xattn_mm.seg  # noqa: F401  (registers TMANeck, ACTE, the segmentor)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmark_indirect_attention import (  # noqa: E402
-    interleaved_median_ms,
+    interleaved_inference_ms,
     interleaved_times,
     peak_memory,
 )
@@ -110,18 +110,9 @@ def main() -> None:
     # The two models take turns step by step (see interleaved_times).
     train = interleaved_times(steps, device, args.warmup, args.steps)
     memory = {name: peak_memory(step, device) for name, step in steps.items()}
-    for model in models.values():
-        model.eval()
-    with torch.no_grad():
-        infer = interleaved_median_ms(
-            {
-                name: lambda m=model: m(inputs, mode='tensor')
-                for name, model in models.items()
-            },
-            device,
-            args.warmup,
-            max(3, args.steps),
-        )
+    infer = interleaved_inference_ms(
+        models, inputs, device, args.warmup, max(3, args.steps)
+    )
     results = {
         name: (statistics.mean(train[name]), memory[name], infer[name])
         for name in models
