@@ -20,3 +20,14 @@ def copy_spy(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, 'to', spy)
     return flags
+
+
+@pytest.fixture(autouse=True)
+def host_checkpoint_loaders():
+    """Tests that build runners through the tools' helpers install the
+    checkpoint policy into mmengine; give mmengine its loaders back after
+    each test, as a fresh process would have them."""
+    yield
+    from xattn_mm.engine import uninstall_checkpoint_policy
+
+    uninstall_checkpoint_policy()

@@ -145,7 +145,7 @@ def test_domainbed_protocol(path):
         'LoadImageFromFile',
         'RandomResizedCrop',
         'RandomFlip',
-        'ColorJitter',
+        'HueWrapColorJitter',
         'RandomGrayscale',
         'PackInputs',
     ]

@@ -343,23 +343,22 @@ def parse_tool_args(name, *argv):
 def test_train_options_edit_the_config(tmp_path, monkeypatch):
     from xattn_mm.engine import checkpoint
 
-    monkeypatch.setattr(checkpoint, '_trusted_paths', set())
-    tool, args = parse_tool_args(
-        'train',
-        DET_CFG,
-        '--amp',
-        '--auto-scale-lr',
-        '--resume',
-        '--work-dir',
-        tmp_path,
-    )
+    monkeypatch.setattr(checkpoint, '_trusted', set())
+    argv = ('--amp', '--auto-scale-lr', '--resume', '--work-dir', tmp_path)
+    tool, args = parse_tool_args('train', DET_CFG, *argv)
     cfg = tool.setup_cfg(args)
     # No CUDA here: bf16 autocast without a loss scaler.
     assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
     assert cfg.optim_wrapper.dtype == 'bfloat16'
     assert cfg.auto_scale_lr.enable
-    assert cfg.resume and cfg.load_from is None
-    assert checkpoint.is_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))
+    # --resume in a work_dir without checkpoints: a fresh start.
+    assert not cfg.resume and cfg.load_from is None
+    # Without last_checkpoint: the highest epoch_N.pth, never a fresh start.
+    for n in (2, 10):
+        (tmp_path / f'epoch_{n}.pth').touch()
+    cfg = tool.setup_cfg(args)
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'epoch_10.pth')
+    assert not checkpoint.is_trusted_checkpoint(cfg.load_from)
 
     tool, args = parse_tool_args(
         'train', DET_CFG, '--resume', '/x/epoch_3.pth', '--trust-checkpoint'
@@ -368,6 +367,30 @@ def test_train_options_edit_the_config(tmp_path, monkeypatch):
     assert cfg.load_from == '/x/epoch_3.pth'
     assert cfg.work_dir == './work_dirs/det_retinanet_tiny'
     assert checkpoint.is_trusted_checkpoint('/x/epoch_3.pth')
+
+
+def test_resume_auto_refuses_what_it_cannot_order(tmp_path):
+    from xattn_mm.engine.tool_utils import find_resume_checkpoint
+
+    (tmp_path / 'best_coco_bbox_mAP.pth').touch()
+    with pytest.raises(ValueError, match='which is the latest'):
+        find_resume_checkpoint(str(tmp_path))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
+    with pytest.raises(FileNotFoundError, match='gone.pth'):
+        find_resume_checkpoint(str(tmp_path))
+
+
+def test_test_out_refuses_to_overwrite(tmp_path):
+    out = tmp_path / 'results.pkl'
+    out.write_bytes(b'kept')
+    tool, args = parse_tool_args('test', DET_CFG, 'x.pth', '--out', out)
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        tool.setup_cfg(args)
+    assert out.read_bytes() == b'kept'
+    tool, args = parse_tool_args(
+        'test', DET_CFG, 'x.pth', '--out', out, '--overwrite'
+    )
+    assert tool.setup_cfg(args).test_evaluator[-1].out_file_path == str(out)
 
 
 @pytest.mark.parametrize(

@@ -391,32 +391,34 @@ def test_proposal_position_embedding_order(converted_model):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_cli_refuses_pickles_unless_trusted(tmp_path):
+def test_cli_reads_official_checkpoints_and_refuses_payloads(tmp_path):
     import argparse
     import subprocess
     import sys
 
+    from xattn_mm.testing.payload import save_payload_checkpoint
+
+    tool = ROOT / 'tools' / 'model_converters' / 'ia_detr_to_xattn_mm.py'
+    dst = tmp_path / 'ours.pth'
+    marker = tmp_path / 'payload_ran'
+    payload = save_payload_checkpoint(
+        tmp_path / 'payload.pth', marker, model=official_state_dict()
+    )
+    layers = ['--num-decoder-layers', str(LAYERS)]
+    cmd = [sys.executable, str(tool), payload, str(dst), *layers]
+    refused = subprocess.run(cmd, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert 'payload.pth' in refused.stderr
+    assert '--trust-checkpoint' in refused.stderr
+    assert not marker.exists() and not dst.exists()
+    # Official checkpoints keep argparse arguments: read with no flag.
     src = tmp_path / 'official.pth'
     torch.save(
         {'model': official_state_dict(), 'args': argparse.Namespace(lr=2e-4)},
         src,
     )
-    tool = ROOT / 'tools' / 'model_converters' / 'ia_detr_to_xattn_mm.py'
-    dst = tmp_path / 'ours.pth'
-    cmd = [
-        sys.executable,
-        str(tool),
-        str(src),
-        str(dst),
-        '--num-decoder-layers',
-        str(LAYERS),
-    ]
-    refused = subprocess.run(cmd, capture_output=True, text=True)
-    assert refused.returncode != 0
-    assert '--trust-checkpoint' in refused.stderr
-    done = subprocess.run(
-        cmd + ['--trust-checkpoint'], capture_output=True, text=True
-    )
+    cmd = [sys.executable, str(tool), str(src), str(dst), *layers]
+    done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     saved = torch.load(dst, weights_only=True)['state_dict']
     assert 'decoder.layers.1.cross_attn.box_rpb.y_mlp.2.weight' in saved

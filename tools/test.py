@@ -6,14 +6,18 @@ mmseg) its ``default_scope`` names.
 """
 
 import argparse
+import os.path as osp
 
 from mmengine.config import Config, ConfigDict
 
 from xattn_mm.engine import trust_checkpoint
 from xattn_mm.engine.tool_utils import (
+    CheckpointCoverageHook,
     add_common_args,
+    add_trust_arg,
     build_runner,
     load_config,
+    run,
 )
 
 
@@ -28,14 +32,21 @@ def parse_args() -> argparse.Namespace:
         '--out', help='dump the predictions to this .pkl/.pickle file'
     )
     parser.add_argument(
-        '--show-dir', help='save drawn predictions under this directory'
+        '--overwrite',
+        action='store_true',
+        help='let --out replace an existing file (refused without it)',
     )
     parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a full (unsafe) unpickling of CHECKPOINT; checkpoints '
-        'under the work_dir are trusted without it',
+        '--max-unloaded',
+        type=float,
+        default=0.01,
+        help="largest share of the model's parameters (by element count) "
+        'the checkpoint may leave without weights (default: 0.01)',
     )
+    parser.add_argument(
+        '--show-dir', help='save drawn predictions under this directory'
+    )
+    add_trust_arg(parser, 'CHECKPOINT')
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation'
     )
@@ -103,7 +114,6 @@ def setup_cfg(args: argparse.Namespace) -> Config:
     """
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
-    trust_checkpoint(cfg.work_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     if args.show_dir:
@@ -115,6 +125,10 @@ def setup_cfg(args: argparse.Namespace) -> Config:
             raise ValueError(
                 f'--out must end with .pkl or .pickle, got {args.out!r}.'
             )
+        if osp.exists(args.out) and not args.overwrite:
+            raise FileExistsError(
+                f'--out {args.out} exists; pass --overwrite to replace it.'
+            )
         evaluator = cfg.test_evaluator
         if isinstance(evaluator, (dict, ConfigDict)):
             evaluator = [evaluator]
@@ -125,7 +139,10 @@ def setup_cfg(args: argparse.Namespace) -> Config:
 
 
 def main() -> None:
-    build_runner(setup_cfg(parse_args())).test()
+    args = parse_args()
+    runner = build_runner(setup_cfg(args))
+    runner.register_hook(CheckpointCoverageHook(args.max_unloaded))
+    run(runner, 'test')
 
 
 if __name__ == '__main__':

@@ -15,8 +15,11 @@ from mmengine.logging import print_log
 from xattn_mm.engine import trust_checkpoint
 from xattn_mm.engine.tool_utils import (
     add_common_args,
+    add_trust_arg,
     build_runner,
+    find_resume_checkpoint,
     load_config,
+    run,
 )
 
 
@@ -29,16 +32,11 @@ def parse_args() -> argparse.Namespace:
         nargs='?',
         type=str,
         const='auto',
-        help='resume from PATH, or with no value (or "auto") from the latest '
-        'checkpoint in the work_dir',
+        help='resume from PATH, or with no value (or "auto") from the '
+        "work_dir's last_checkpoint, else its highest epoch_N/iter_N.pth "
+        '(refused when it holds checkpoints of other names)',
     )
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a full (unsafe) unpickling of the checkpoint named by '
-        "load_from or --resume PATH; the run's own work_dir is trusted for "
-        'resuming without it',
-    )
+    add_trust_arg(parser, 'the checkpoint named by load_from or --resume')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -86,14 +84,24 @@ def setup_cfg(args: argparse.Namespace) -> Config:
             )
         cfg.auto_scale_lr.enable = True
 
-    if args.resume == 'auto':
+    if args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
-    if cfg.get('resume', False):
-        trust_checkpoint(cfg.work_dir)
+        if args.resume != 'auto':
+            cfg.load_from = args.resume
+    if cfg.get('resume', False) and cfg.get('load_from') is None:
+        # mmengine would read last_checkpoint only, and without one train
+        # afresh over the checkpoints already there.
+        found = find_resume_checkpoint(cfg.work_dir)
+        if found is None:
+            print_log(
+                f'--resume auto: no checkpoint in {cfg.work_dir}; training '
+                'starts afresh.',
+                'current',
+            )
+            cfg.resume = False
+        else:
+            print_log(f'--resume auto: resuming from {found}.', 'current')
+            cfg.load_from = found
     if args.trust_checkpoint:
         if cfg.get('load_from') is None:
             raise ValueError(
@@ -141,7 +149,7 @@ def enable_amp(cfg: Config, dtype: Optional[str]) -> None:
 
 
 def main() -> None:
-    build_runner(setup_cfg(parse_args())).train()
+    run(build_runner(setup_cfg(parse_args())), 'train')
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ _base_ = [
     '../_base_/models/ia_detr_swinv2-s.py',
     '../_base_/datasets/coco_oneshot.py',
     '../_base_/schedules/ia_detr_12e.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/runtime/mmdet.py',
 ]
 custom_imports = dict(
     imports=['xattn_mm.det', 'xattn_mm.cls'], allow_failed_imports=False

@@ -6,7 +6,7 @@
 # encoder (one layer) and three indirect-attention decoder layers. Without the
 # encoder, indirect attention alone does not learn to use the exemplar within
 # this budget (docs/ia_detr.md, "The embedded demo").
-_base_ = 'mmdet::_base_/default_runtime.py'
+_base_ = '../_base_/runtime/mmdet.py'
 custom_imports = dict(imports=['xattn_mm.det'], allow_failed_imports=False)
 
 # ---- frequently modified ----

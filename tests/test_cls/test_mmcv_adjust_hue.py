@@ -1,5 +1,5 @@
-"""xattn_mm.compat.mmcv_numpy2: mmcv.adjust_hue with a negative hue under
-numpy 2, and mmpretrain's ColorJitter through it."""
+"""xattn_mm.compat.mmcv_numpy2.adjust_hue (mmcv.adjust_hue with a negative
+hue under numpy 2) and HueWrapColorJitter, the transform that uses it."""
 
 import cv2
 import mmcv
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from mmpretrain.datasets.transforms import ColorJitter
 
-import xattn_mm.cls  # noqa: F401  (applies the fix)
+from xattn_mm.cls.datasets import HueWrapColorJitter
 from xattn_mm.compat import mmcv_numpy2
 
 IMG = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+NUMPY2 = int(np.__version__.split('.')[0]) >= 2
 
 
 def rotated(img, steps):
@@ -19,22 +20,12 @@ def rotated(img, steps):
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR_FULL)
 
 
-@pytest.mark.skipif(
-    int(np.__version__.split('.')[0]) < 2, reason='numpy 1 wraps by itself'
-)
-def test_the_host_function_fails_and_is_replaced():
-    with pytest.raises(OverflowError):
-        mmcv_numpy2.original_adjust_hue(IMG, -0.2, backend='cv2')
-    assert mmcv.adjust_hue is mmcv_numpy2.adjust_hue
-    assert mmcv.image.adjust_hue is mmcv_numpy2.adjust_hue
-
-
 @pytest.mark.parametrize('hue', [0.0, 0.13, 0.5])
 @pytest.mark.parametrize('backend', ['cv2', 'pillow'])
 def test_positive_hue_is_the_original(hue, backend):
     np.testing.assert_array_equal(
         mmcv_numpy2.adjust_hue(IMG, hue, backend=backend),
-        mmcv_numpy2.original_adjust_hue(IMG, hue, backend=backend),
+        mmcv.adjust_hue(IMG, hue, backend=backend),
     )
 
 
@@ -47,9 +38,29 @@ def test_negative_hue_rotates_the_other_way():
         mmcv_numpy2.adjust_hue(IMG, 0.7)
 
 
-def test_color_jitter_with_hue_runs():
-    jitter = ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.3)
+def jitter_outputs(cls, draws=30):
+    jitter = cls(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.3)
     np.random.seed(0)
-    for _ in range(30):
-        out = jitter(dict(img=IMG.copy()))['img']
-        assert out.shape == IMG.shape and out.dtype == np.uint8
+    return [jitter(dict(img=IMG.copy()))['img'] for _ in range(draws)]
+
+
+@pytest.mark.skipif(not NUMPY2, reason='numpy 1 wraps the hue by itself')
+def test_host_color_jitter_fails_where_ours_runs():
+    with pytest.raises(OverflowError):
+        jitter_outputs(ColorJitter)
+    # mmcv is untouched: the host transform still fails after ours ran.
+    outs = jitter_outputs(HueWrapColorJitter)
+    assert all(o.shape == IMG.shape and o.dtype == np.uint8 for o in outs)
+    with pytest.raises(OverflowError):
+        mmcv.adjust_hue(IMG, -0.2, backend='cv2')
+
+
+def test_same_draws_as_the_host_for_positive_hue():
+    # hue=(0, 0.3): the host never overflows, so both must agree exactly.
+    kwargs = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=(0, 0.3))
+    outs = []
+    for cls in (ColorJitter, HueWrapColorJitter):
+        jitter, _ = cls(**kwargs), np.random.seed(1)
+        outs.append([jitter(dict(img=IMG.copy()))['img'] for _ in range(10)])
+    for ours, host in zip(*outs):
+        np.testing.assert_array_equal(ours, host)

@@ -344,6 +344,12 @@ def test_teacher_checkpoint(tmp_path):
     )
     with pytest.raises(ValueError, match='wrong.pth'):
         build(p=0.2, teacher_checkpoint=str(wrong))
+    # A teacher of another width: the file, the tensor and both shapes.
+    wide = build(p=0.0, backbone=vit_cfg(arch=dict(ARCH, embed_dims=48)))
+    other = tmp_path / 'other_width.pth'
+    torch.save(wide.backbone.state_dict(), other)
+    with pytest.raises(ValueError, match=r'other_width\.pth.*\(1, 1, 48\)'):
+        build(p=0.2, teacher_checkpoint=str(other))
 
 
 def test_pretrained_teacher_starts_equal_and_only_the_student_learns(

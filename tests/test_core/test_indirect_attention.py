@@ -370,3 +370,12 @@ def test_autocast_matches_float32(dtype, use_box_rpb):
         with torch.autocast('cpu', dtype=dtype):
             rpe_y, rpe_x = layer.box_rpb(_boxes(), (H, W), STRIDE)
         assert rpe_y.dtype == rpe_x.dtype == torch.float32
+
+
+def test_non_finite_reference_boxes_are_an_error():
+    layer = IndirectAttention(C, HEADS, rpb_hidden_dims=16)
+    query, src, _, _, _ = _tokens()
+    boxes = _boxes()
+    boxes[0, 0, 2] = float('nan')
+    with pytest.raises(RuntimeError, match='reference_boxes hold NaN'):
+        layer(query, src, src, (H, W), STRIDE, reference_boxes=boxes)

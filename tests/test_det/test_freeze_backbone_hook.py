@@ -13,7 +13,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from xattn_mm.det.engine import FreezeBackboneHook
-from xattn_mm.engine import trust_checkpoint
+from xattn_mm.engine import checkpoint_policy
 from xattn_mm.testing.distributed import run_on_ranks
 
 
@@ -156,10 +156,14 @@ def test_in_a_runner_the_backbone_trains_two_epochs_then_stays(tmp_path):
     assert torch.equal(snaps[1][0], snaps[2][0])  # epoch 3 did not
     assert not torch.equal(snaps[1][1], snaps[2][1])  # the head trains on
 
-    # Resume after the freeze: frozen from the first resumed step.
-    trust_checkpoint(tmp_path)
+    # Resume after the freeze: frozen from the first resumed step. The run's
+    # own checkpoint loads under the policy, with no trust.
     resumed = RecordWeights()
-    make_runner(tmp_path, 4, resumed, str(tmp_path / 'epoch_3.pth')).train()
+    with checkpoint_policy():
+        runner = make_runner(
+            tmp_path, 4, resumed, str(tmp_path / 'epoch_3.pth')
+        )
+        runner.train()
     assert torch.equal(resumed.snapshots[3][0], snaps[2][0])
     assert not torch.equal(resumed.snapshots[3][1], snaps[2][1])
 

@@ -15,10 +15,12 @@ import torch
 from mmdet.registry import DATASETS
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import CheckpointLoader
 
 import xattn_mm.det  # noqa: F401
 from xattn_mm.det.apis import OneShotDetInferencer
 from xattn_mm.engine import UntrustedCheckpointError
+from xattn_mm.testing.payload import save_payload_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,6 +143,8 @@ def test_invalid_inputs(fixture, inferencer):
     path = item['data_samples'].img_path
     with pytest.raises(ValueError, match='exemplar_bbox'):
         inferencer(path, exemplar=path, exemplar_bbox=(10, 10, 5, 20))
+    with pytest.raises(ValueError, match='lies outside'):
+        inferencer(path, exemplar=path, exemplar_bbox=(5000, 10, 5100, 20))
     with pytest.raises(TypeError, match='exemplar must be'):
         inferencer(path, exemplar=3)
     cfg = copy.deepcopy(fixture['cfg'])
@@ -149,16 +153,24 @@ def test_invalid_inputs(fixture, inferencer):
         OneShotDetInferencer(cfg, weights=fixture['checkpoint'])
 
 
-def test_training_checkpoints_need_trust(fixture, tmp_path):
+def test_weights_load_under_the_checkpoint_policy(fixture, tmp_path):
     state = torch.load(fixture['checkpoint'], weights_only=True)
-    full = str(tmp_path / 'full.pth')
-    torch.save(dict(state, meta=dict(seed=np.int64(0))), full)
-    with pytest.raises(UntrustedCheckpointError, match='trust'):
-        OneShotDetInferencer(fixture['cfg'], weights=full, device='cpu')
-    trusted = OneShotDetInferencer(
-        fixture['cfg'], weights=full, device='cpu', trust_weights=True
+    # What a training checkpoint holds beyond tensors loads without trust.
+    run_like = str(tmp_path / 'run.pth')
+    torch.save(dict(state, meta=dict(seed=np.int64(0))), run_like)
+    OneShotDetInferencer(fixture['cfg'], weights=run_like, device='cpu')
+    marker = tmp_path / 'ran'
+    payload = save_payload_checkpoint(
+        tmp_path / 'payload.pth', marker, **state
     )
-    assert trusted.model.training is False
+    with pytest.raises(UntrustedCheckpointError, match='posix.mkdir'):
+        OneShotDetInferencer(fixture['cfg'], weights=payload, device='cpu')
+    assert not marker.exists()
+    # The policy was in force for the call only.
+    assert (
+        CheckpointLoader._schemes[''].__module__
+        == 'mmengine.runner.checkpoint'
+    )
 
 
 def test_demo_script(fixture, tmp_path):

@@ -29,25 +29,37 @@ def run_rank_zero(code: str, port: int) -> subprocess.CompletedProcess:
     )
 
 
-def test_init_dist_uses_gloo_without_cuda_and_wraps_cpu_ddp():
+def test_tool_runtime_uses_gloo_without_cuda_and_wraps_cpu_ddp():
     proc = run_rank_zero(
         """
         import torch, torch.distributed as dist
-        from mmengine.dist import init_dist
-        from mmengine.model import MMDistributedDataParallel
-        import xattn_mm.engine
-        init_dist('pytorch', backend='nccl')
+        from mmengine.config import Config
+        from mmengine.registry import MODEL_WRAPPERS
+        from xattn_mm.engine import prepare_cpu_dist, shutdown_dist
+        cfg = Config(dict(launcher='pytorch', model_wrapper_cfg=dict(
+            find_unused_parameters=False),
+            env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+        print('started', prepare_cpu_dist(cfg))
         print('backend', dist.get_backend())
+        print('wrapper', cfg.model_wrapper_cfg)
         # Runner.wrap_model passes the local rank as a GPU index.
-        ddp = MMDistributedDataParallel(
-            module=torch.nn.Linear(2, 2), device_ids=[0])
+        ddp = MODEL_WRAPPERS.build(dict(cfg.model_wrapper_cfg,
+            module=torch.nn.Linear(2, 2), device_ids=[0]))
         print('device_ids', ddp.device_ids)
+        print('again', prepare_cpu_dist(cfg))
+        shutdown_dist(True)
+        print('initialized after shutdown', dist.is_initialized())
         """,
         port=29611,
     )
     assert proc.returncode == 0, proc.stderr
+    assert 'started True' in proc.stdout
     assert 'backend gloo' in proc.stdout
+    assert "'type': 'CPUDistributedDataParallel'" in proc.stdout
+    assert "'find_unused_parameters': False" in proc.stdout
     assert 'device_ids None' in proc.stdout
+    assert 'again False' in proc.stdout
+    assert 'initialized after shutdown False' in proc.stdout
 
 
 def test_without_the_fix_init_dist_fails_on_cpu():
@@ -61,21 +73,3 @@ def test_without_the_fix_init_dist_fails_on_cpu():
     )
     assert proc.returncode != 0
     assert 'cuda' in proc.stderr.lower()
-
-
-def test_process_group_is_destroyed_at_exit():
-    proc = run_rank_zero(
-        """
-        import atexit, torch.distributed as dist
-        # atexit runs handlers last-in first-out: registered before
-        # xattn_mm's handler, this probe runs after it.
-        atexit.register(lambda: print('initialized at exit:',
-                                      dist.is_initialized()))
-        import xattn_mm.engine
-        from mmengine.dist import init_dist
-        init_dist('pytorch', backend='gloo')
-        """,
-        port=29613,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert 'initialized at exit: False' in proc.stdout

@@ -30,6 +30,7 @@ from xattn_mm.det.visualization import (
     IndirectAttentionMaps,
     collect_attention_maps,
 )
+from xattn_mm.engine.tool_utils import add_trust_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,11 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--topk', type=int, default=3, help='queries shown')
     parser.add_argument('--out-dir', default='work_dirs/attention_maps')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a full unpickling of CHECKPOINT (a training checkpoint)',
-    )
+    add_trust_arg(parser, 'CHECKPOINT')
     return parser.parse_args(argv)
 
 

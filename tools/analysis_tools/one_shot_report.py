@@ -21,6 +21,7 @@ import numpy as np
 from xattn_mm.engine import trust_checkpoint
 from xattn_mm.engine.tool_utils import (
     add_common_args,
+    add_trust_arg,
     build_runner,
     load_config,
 )
@@ -48,12 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--score-thr', type=float, default=0.3, help='drawn boxes score'
     )
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a full unpickling of CHECKPOINT (files under --work-dir '
-        'are trusted without it)',
-    )
+    add_trust_arg(parser, 'CHECKPOINT')
     return parser.parse_args(argv)
 
 
@@ -162,7 +158,6 @@ def _pictures(
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
-    trust_checkpoint(args.work_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     rows, runners = {}, []

@@ -31,12 +31,14 @@ reported, so a strict load points at them.
 """
 
 import argparse
-import pickle
 import re
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
+
+from xattn_mm.engine import load_checkpoint_file, trust_checkpoint
+from xattn_mm.engine.tool_utils import add_trust_arg
 
 # (official pattern, xattn_mm replacement); first match wins.
 RENAMES: List[Tuple[str, str]] = [
@@ -231,24 +233,13 @@ def main() -> None:
     parser.add_argument('src', help='official IA-DETR checkpoint')
     parser.add_argument('dst', help='output path')
     parser.add_argument('--num-decoder-layers', type=int, default=6)
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the whole file (official checkpoints store argparse '
-        'arguments beside the weights); only for files you trust',
-    )
+    add_trust_arg(parser, 'SRC')
     args = parser.parse_args()
-    try:
-        checkpoint = torch.load(
-            args.src,
-            map_location='cpu',
-            weights_only=not args.trust_checkpoint,
-        )
-    except pickle.UnpicklingError as e:
-        raise SystemExit(
-            f'{args.src} holds more than weights ({str(e).splitlines()[-1]})'
-            '. If you trust it, rerun with --trust-checkpoint.'
-        ) from None
+    if args.trust_checkpoint:
+        trust_checkpoint(args.src)
+    # Official checkpoints keep their argparse arguments beside the weights.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = load_checkpoint_file(args.src, map_location='cpu')
     state_dict = checkpoint.get('model', checkpoint)
     converted, passed = convert(state_dict, args.num_decoder_layers)
     torch.save(

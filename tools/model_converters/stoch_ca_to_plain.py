@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='StochCA training checkpoint')
     parser.add_argument('dst', help='output checkpoint')
-    add_trust_arg(parser)
+    add_trust_arg(parser, 'SRC')
     args = parser.parse_args()
     export_checkpoint(
         args.src, args.dst, args.trust_checkpoint, export_state_dict

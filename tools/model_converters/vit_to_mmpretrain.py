@@ -29,6 +29,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from xattn_mm.engine import load_checkpoint_file
+
 Rules = List[Tuple[str, str]]
 
 TORCHVISION: Rules = [
@@ -165,7 +167,7 @@ def load_source(path: str) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    state = load_checkpoint_file(path, map_location='cpu')
     for wrapper in ('state_dict', 'model'):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -10,8 +10,7 @@ import xattn_mm.compat.torchvision_cpu  # noqa: F401, I001
 
 import mmpretrain  # noqa: F401
 
-import xattn_mm.compat.mmcv_numpy2  # noqa: F401  (mmcv.adjust_hue fix)
-import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
+import xattn_mm.engine  # noqa: F401  (registers its components)
 from xattn_mm.compat.host_version import check_host_version
 
 from . import datasets, engine, evaluation, models  # noqa: F401  (registers)

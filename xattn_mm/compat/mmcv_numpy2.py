@@ -5,10 +5,11 @@
 raises ``OverflowError`` instead, so mmpretrain's ``ColorJitter`` with any
 ``hue`` > 0 crashes about half the time (DomainBed's augmentation uses hue
 0.3). mmcv 2.1.0 is the last release mmdet 3.3 and mmseg 1.2 accept, so the
-fix lives here: importing this module replaces ``mmcv.adjust_hue`` (where
-mmpretrain calls it) and ``mmcv.image.adjust_hue`` by :func:`adjust_hue`, the
-same rotation by ``int(hue_factor * 255)`` steps of the 256-step hue circle,
-computed modulo 256. ``xattn_mm.cls`` imports it.
+fix lives here: :func:`adjust_hue` is the same rotation by
+``int(hue_factor * 255)`` steps of the 256-step hue circle, computed modulo
+256. mmcv is left as it is; the registered transform
+:class:`xattn_mm.cls.datasets.HueWrapColorJitter` (mmpretrain's
+``ColorJitter`` through this function) is what the configs use.
 """
 
 from typing import Optional
@@ -17,9 +18,6 @@ import cv2
 import mmcv
 import mmcv.image
 import numpy as np
-from mmcv.image import photometric
-
-original_adjust_hue = photometric.adjust_hue
 
 
 def adjust_hue(
@@ -62,9 +60,3 @@ def adjust_hue(
     hsv = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_BGR2HSV_FULL)
     hsv[..., 0] += shift
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(dtype)
-
-
-if int(np.__version__.split('.')[0]) >= 2:
-    mmcv.adjust_hue = adjust_hue
-    mmcv.image.adjust_hue = adjust_hue
-    photometric.adjust_hue = adjust_hue

@@ -214,6 +214,14 @@ class IndirectAttention(BaseModule):
                     'reference_boxes (batch, num_queries, 4) are required '
                     'when use_box_rpb=True.'
                 )
+            # Non-finite boxes would turn every output NaN. An asynchronous
+            # check: an error here on the CPU, a device-side assert on CUDA,
+            # and no host-device synchronisation either way.
+            torch._assert_async(
+                torch.isfinite(reference_boxes).all(),
+                'IndirectAttention: reference_boxes hold NaN or inf; '
+                'expected finite (cx, cy, w, h) normalised to the grid.',
+            )
             # Expanded in the attention's compute dtype: the dense bias is
             # the largest tensor of the layer.
             dtype = compute_dtype(key)

@@ -6,7 +6,7 @@ allow_failed_imports=False)``.
 
 import mmdet  # noqa: F401
 
-import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
+import xattn_mm.engine  # noqa: F401  (registers its components)
 from xattn_mm.compat.host_version import check_host_version
 
 from . import (  # noqa: F401  (registers them)

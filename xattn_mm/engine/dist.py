@@ -1,40 +1,46 @@
-"""CPU-only distributed runs (torchrun + gloo) for mmengine 0.10.x.
+"""CPU-only distributed runs (torchrun + gloo) for mmengine 0.10.x, without
+patching mmengine.
 
 Three things stop ``tools/dist_train.sh`` from working on a CPU machine:
 
 1. ``mmengine.dist.init_dist`` calls ``torch.cuda.set_device`` (an error on a
    CPU build of torch) and defaults to the NCCL backend.
-2. ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DDP, which
-   DDP rejects for a module on the CPU.
+   :func:`init_cpu_dist` starts the process group with gloo instead, before
+   the runner is built; the runner then finds it started and skips its own
+   ``init_dist``.
+2. ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DDP, which DDP
+   rejects for a module on the CPU. :class:`CPUDistributedDataParallel`, a
+   registered model wrapper, drops them for CPU modules.
 3. mmengine never destroys the process group. A gloo worker thread can still
    be releasing the last collective when the interpreter finalizes, and the
    rank then aborts ("terminate called without an active exception") after
-   a successful run.
+   a successful run. :func:`shutdown_dist` ends the group before that.
 
-:func:`install_cpu_dist_support` fixes each where it happens and changes
-nothing when CUDA is available (apart from the clean shutdown).
+:func:`prepare_cpu_dist` applies 1 and 2 to a config; the project's tools
+call it and :func:`shutdown_dist` (see ``xattn_mm.engine.tool_utils``). With
+CUDA available none of this changes anything but the clean shutdown.
 """
 
-import atexit
-import functools
-import sys
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import utils as dist_utils
+from mmengine.config import Config
+from mmengine.dist import init_dist, is_distributed
 from mmengine.logging import print_log
 from mmengine.model.wrappers import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
 
-_state = {'installed': False, 'uncaught_exception': False}
-# Seconds for gloo's worker threads to release the last collective at exit.
+# Seconds for gloo's worker threads to release the last collective.
 _SETTLE_SECONDS = 0.2
 
 
 @contextmanager
 def _without_cuda_set_device() -> Iterator[None]:
+    """``torch.cuda.set_device`` as a no-op, for the duration of one
+    ``init_dist`` call on a machine without CUDA."""
     original = torch.cuda.set_device
     torch.cuda.set_device = lambda device: None
     try:
@@ -43,54 +49,74 @@ def _without_cuda_set_device() -> Iterator[None]:
         torch.cuda.set_device = original
 
 
-def _cpu_capable(init_fn: Callable) -> Callable:
-    """Wrap one of mmengine's ``_init_dist_*`` functions: without CUDA, skip
-    ``torch.cuda.set_device`` and use gloo instead of NCCL."""
+def init_cpu_dist(launcher: str, **dist_cfg) -> bool:
+    """Start the process group on a machine without CUDA: gloo instead of
+    NCCL, and no ``torch.cuda.set_device``.
 
-    @functools.wraps(init_fn)
-    def wrapper(backend: str, *args, **kwargs) -> None:
-        if torch.cuda.is_available():
-            return init_fn(backend, *args, **kwargs)
-        if backend == 'nccl':
-            print_log(
-                'CUDA is not available: using the gloo backend instead of '
-                'nccl.',
-                logger='current',
-            )
-            backend = 'gloo'
-        with _without_cuda_set_device():
-            return init_fn(backend, *args, **kwargs)
+    Args:
+        launcher (str): 'pytorch', 'slurm' or 'mpi' (as ``--launcher``);
+            'none' does nothing.
+        **dist_cfg: The config's ``env_cfg.dist_cfg`` (``backend`` is
+            replaced by gloo when it asks for NCCL).
 
-    return wrapper
+    Returns:
+        bool: Whether this call started a process group.
+    """
+    if launcher == 'none' or torch.cuda.is_available() or is_distributed():
+        return False
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        print_log(
+            'CUDA is not available: using the gloo backend instead of nccl.',
+            logger='current',
+        )
+    dist_cfg['backend'] = 'gloo'
+    with _without_cuda_set_device():
+        init_dist(launcher, **dist_cfg)
+    return True
 
 
-def _cpu_ddp_init(ddp_init: Callable) -> Callable:
-    """DDP takes ``device_ids=None`` for a module whose parameters live on
-    the CPU; drop the GPU index mmengine passes."""
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """:class:`MMDistributedDataParallel` that also wraps a module whose
+    parameters live on the CPU: DDP wants ``device_ids=None`` there, while
+    ``Runner.wrap_model`` passes the local rank as a GPU index."""
 
-    @functools.wraps(ddp_init)
-    def wrapper(self, module: torch.nn.Module, *args, **kwargs) -> None:
+    def __init__(self, module: torch.nn.Module, *args, **kwargs) -> None:
         params = list(module.parameters())
         if params and all(p.device.type == 'cpu' for p in params):
             kwargs['device_ids'] = None
             kwargs.pop('output_device', None)
-        ddp_init(self, module, *args, **kwargs)
-
-    return wrapper
+        super().__init__(module, *args, **kwargs)
 
 
-def _record_uncaught_exception(hook: Callable) -> Callable:
+def prepare_cpu_dist(cfg: Config) -> bool:
+    """On a machine without CUDA and with a launcher, start the gloo process
+    group (:func:`init_cpu_dist`) and make the runner wrap the model with
+    :class:`CPUDistributedDataParallel` (if the config uses mmengine's
+    default DDP wrapper).
 
-    @functools.wraps(hook)
-    def wrapper(*args) -> None:
-        _state['uncaught_exception'] = True
-        hook(*args)
+    Args:
+        cfg (Config): The full config; ``cfg.launcher`` is read,
+            ``cfg.model_wrapper_cfg`` may be set.
 
-    return wrapper
+    Returns:
+        bool: Whether the config runs distributed on the CPU.
+    """
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    if not init_cpu_dist(cfg.get('launcher', 'none'), **dist_cfg):
+        return False
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    if wrapper.get('type', 'MMDistributedDataParallel') in (
+        'MMDistributedDataParallel',
+        MMDistributedDataParallel,
+    ):
+        wrapper['type'] = 'CPUDistributedDataParallel'
+        cfg.model_wrapper_cfg = wrapper
+    return True
 
 
-def _destroy_process_group_at_exit() -> None:
-    """Let every rank finish its collectives, then destroy the group.
+def shutdown_dist(success: bool) -> None:
+    """Let every rank finish its collectives, then destroy the process group.
 
     A gloo worker thread drops its reference to a finished collective (and
     to the tensors it holds) shortly after the caller sees it complete; if
@@ -99,27 +125,16 @@ def _destroy_process_group_at_exit() -> None:
     each: 3 aborts with barrier + destroy, none with a settle time between
     barrier and destroy (60 runs), as with the shared recipe (26 runs).
 
-    After an uncaught exception the other ranks may be blocked in another
-    collective, so a barrier could hang: the group is left to the launcher,
-    which stops the job anyway.
+    After a failure the other ranks may be blocked in another collective,
+    so a barrier could hang: the group is only destroyed, and the launcher
+    stops the job.
+
+    Args:
+        success (bool): Whether this rank's run finished without error.
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
-    if not _state['uncaught_exception']:
+    if success:
         torch_dist.barrier()
         time.sleep(_SETTLE_SECONDS)
     torch_dist.destroy_process_group()
-
-
-def install_cpu_dist_support() -> None:
-    """Install the three fixes described in the module docstring (once)."""
-    if _state['installed']:
-        return
-    _state['installed'] = True
-    for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
-        setattr(dist_utils, name, _cpu_capable(getattr(dist_utils, name)))
-    MMDistributedDataParallel.__init__ = _cpu_ddp_init(
-        MMDistributedDataParallel.__init__
-    )
-    sys.excepthook = _record_uncaught_exception(sys.excepthook)
-    atexit.register(_destroy_process_group_at_exit)

@@ -1,18 +1,27 @@
 """What the tools share: host-agnostic config loading and runner building
 for tools/train.py and tools/test.py (the config's ``default_scope`` picks
-the host), and checkpoint export for the model converters.
+the host), the runtime fixes they install, and checkpoint export for the
+model converters.
 """
 
 import argparse
 import os
 import os.path as osp
-import pickle
-from typing import Callable, Optional
+import re
+from typing import Any, Callable, Optional
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from .checkpoint import (
+    install_checkpoint_policy,
+    load_checkpoint_file,
+    trust_checkpoint,
+)
+from .dist import prepare_cpu_dist, shutdown_dist
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +72,24 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def install_tool_runtime(cfg: Config) -> None:
+    """What every tool run needs beyond the config: the checkpoint policy
+    in mmengine's loaders (:func:`~xattn_mm.engine.install_checkpoint_policy`)
+    and, on a machine without CUDA, the gloo process group and CPU DDP
+    wrapper (:func:`~xattn_mm.engine.prepare_cpu_dist`). Users who build
+    their own Runner make the same two calls.
+
+    Args:
+        cfg (Config): The full config (``model_wrapper_cfg`` may be set).
+    """
+    install_checkpoint_policy()
+    prepare_cpu_dist(cfg)
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the runner the config asks for (``runner_type``, else the
-    default :class:`~mmengine.runner.Runner`).
+    default :class:`~mmengine.runner.Runner`), after
+    :func:`install_tool_runtime`.
 
     Args:
         cfg (Config): The full config.
@@ -73,20 +97,162 @@ def build_runner(cfg: Config) -> Runner:
     Returns:
         Runner: The runner.
     """
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    install_tool_runtime(cfg)
+    try:
+        if 'runner_type' in cfg:
+            return RUNNERS.build(cfg)
+        return Runner.from_cfg(cfg)
+    except KeyError as e:
+        hint = _custom_imports_hint(cfg, str(e))
+        if hint is None:
+            raise
+        raise KeyError(f'{e.args[0] if e.args else e} {hint}') from e
 
 
-def add_trust_arg(parser: argparse.ArgumentParser) -> None:
-    """Add ``--trust-checkpoint`` to a converter that reads training
-    checkpoints."""
+_SUBPACKAGES = dict(mmdet='xattn_mm.det', mmpretrain='xattn_mm.cls')
+_SUBPACKAGES.update(mmseg='xattn_mm.seg')
+
+
+def _custom_imports_hint(cfg: Config, message: str) -> Optional[str]:
+    """For "X is not in the ... registry" of a config that does not
+    import xattn_mm: what to add."""
+    if 'is not in the' not in message:
+        return None
+    imports = (cfg.get('custom_imports') or {}).get('imports', [])
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    if any(str(i).startswith('xattn_mm') for i in imports):
+        return None
+    package = _SUBPACKAGES.get(cfg.get('default_scope'), 'xattn_mm.det')
+    return (
+        f'(the config imports no xattn_mm subpackage, whose modules register '
+        f"on import: add custom_imports = dict(imports=['{package}'], "
+        'allow_failed_imports=False) to it)'
+    )
+
+
+def run(runner: Runner, mode: str) -> Any:
+    """``runner.train()`` or ``runner.test()``, then end the process group
+    cleanly (:func:`~xattn_mm.engine.shutdown_dist`).
+
+    Args:
+        runner (Runner): The runner.
+        mode (str): 'train', 'val' or 'test'.
+
+    Returns:
+        The runner method's result.
+    """
+    success = False
+    try:
+        result = getattr(runner, mode)()
+        success = True
+        return result
+    finally:
+        shutdown_dist(success)
+
+
+def add_trust_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--trust-checkpoint``.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        what (str): Which checkpoint it trusts, for the help text.
+    """
     parser.add_argument(
         '--trust-checkpoint',
         action='store_true',
-        help='unpickle the whole file (mmengine training checkpoints store '
-        'the message hub beside the weights); only for files you trust',
+        help=f'unpickle {what} in full, beyond the allow-list of '
+        'OpenMMLab checkpoint types; it can run arbitrary code, so only for '
+        'files you trust',
     )
+
+
+_RUN_CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume auto`` continues from.
+
+    ``last_checkpoint`` when the work_dir has one (it must name an existing
+    file); otherwise the highest ``epoch_N.pth`` / ``iter_N.pth`` there;
+    None for a work_dir without checkpoints (training starts afresh).
+
+    Args:
+        work_dir (str): The run's work_dir.
+
+    Returns:
+        str or None: The checkpoint path.
+
+    Raises:
+        FileNotFoundError: ``last_checkpoint`` names a missing file.
+        ValueError: The work_dir holds checkpoints but which one is the
+            latest cannot be told (other names, or both epoch_ and iter_
+            files): starting afresh would overwrite them.
+    """
+    last = osp.join(work_dir, 'last_checkpoint')
+    found = (
+        sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
+        if osp.isdir(work_dir)
+        else []
+    )
+    if osp.isfile(last):
+        with open(last) as f:
+            path = f.read().strip()
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'--resume auto: {last} names {path!r}, which does not exist '
+                f'(checkpoints in the work_dir: {found or "none"}). Pass '
+                '--resume PATH.'
+            )
+        return path
+    runs = [m for m in map(_RUN_CHECKPOINT.match, found) if m]
+    kinds = {m.group(1) for m in runs}
+    if runs and len(kinds) == 1:
+        latest = max(runs, key=lambda m: int(m.group(2)))
+        return osp.join(work_dir, latest.group(0))
+    if found:
+        raise ValueError(
+            f'--resume auto: {work_dir} has no last_checkpoint and its '
+            f'checkpoints {found} do not say which is the latest; pass '
+            '--resume PATH (training afresh would overwrite them).'
+        )
+    return None
+
+
+class CheckpointCoverageHook(Hook):
+    """Refuse a checkpoint that leaves more than ``max_unloaded`` of the
+    model's parameters (by element count) without weights: evaluating
+    random weights is never what ``tools/test.py`` was asked for.
+
+    Args:
+        max_unloaded (float): Largest share in [0, 1] of parameter elements
+            the checkpoint may lack.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, max_unloaded: float) -> None:
+        if not 0 <= max_unloaded <= 1:
+            raise ValueError(
+                f'max_unloaded must be in [0, 1], got {max_unloaded}.'
+            )
+        self.max_unloaded = max_unloaded
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('state_dict', checkpoint)
+        keys = {re.sub(r'^module\.', '', k) for k in state}
+        model = getattr(runner.model, 'module', runner.model)
+        params = dict(model.named_parameters())
+        missing = [k for k in params if k not in keys]
+        total = sum(p.numel() for p in params.values())
+        share = sum(params[k].numel() for k in missing) / max(total, 1)
+        if share > self.max_unloaded:
+            raise ValueError(
+                f'Checkpoint {runner._load_from} leaves {share:.1%} of the '
+                f"model's parameters unloaded ({len(missing)} tensors, "
+                f'first: {missing[:5]}); the limit is '
+                f'{self.max_unloaded:.1%} (--max-unloaded). Is it a '
+                "checkpoint of this config's model?"
+            )
 
 
 def export_checkpoint(
@@ -95,25 +261,16 @@ def export_checkpoint(
     """Read a checkpoint, convert its state dict and save the weights only.
 
     Args:
-        src (str): Training checkpoint.
+        src (str): Training checkpoint (any scheme of the checkpoint
+            policy).
         dst (str): Output file: ``meta`` (with ``exported_from``) and the
             converted ``state_dict``, no training state.
-        trust (bool): Unpickle the whole file instead of weights only.
+        trust (bool): Unpickle ``src`` in full (beyond the allow-list).
         convert (Callable[[dict], dict]): State dict converter.
-
-    Raises:
-        SystemExit: If ``src`` holds objects beyond weights and ``trust`` is
-            not given.
     """
-    try:
-        checkpoint = torch.load(
-            src, map_location='cpu', weights_only=not trust
-        )
-    except pickle.UnpicklingError as e:
-        raise SystemExit(
-            f'{src} holds more than weights ({e}). If you trust it, '
-            'rerun with --trust-checkpoint.'
-        ) from None
+    if trust:
+        trust_checkpoint(src)
+    checkpoint = load_checkpoint_file(src, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint)
     meta = dict(checkpoint.get('meta') or {}, exported_from=src)
     torch.save({'meta': meta, 'state_dict': convert(state)}, dst)

@@ -6,7 +6,7 @@ allow_failed_imports=False)``.
 
 import mmseg  # noqa: F401
 
-import xattn_mm.engine  # noqa: F401  (mmengine fixes, see its docstring)
+import xattn_mm.engine  # noqa: F401  (registers its components)
 from xattn_mm.compat.host_version import check_host_version
 
 from . import models  # noqa: F401  (registers)

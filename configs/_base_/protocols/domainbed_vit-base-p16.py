@@ -7,7 +7,7 @@
 # leaves under configs/stoch_ca/domain_generalization/ name the dataset and
 # the test domain, and their stochca_* twins swap in the StochCA backbone.
 _base_ = [
-    './runtime_mmpretrain.py',
+    '../runtime/mmpretrain.py',
     '../models/vit-base-p16_in1k-pretrained.py',
 ]
 
@@ -30,7 +30,7 @@ train_pipeline = [
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.7, 1.0)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
-        type='ColorJitter',
+        type='HueWrapColorJitter',  # ColorJitter that works under numpy 2
         brightness=0.3,
         contrast=0.3,
         saturation=0.3,

@@ -7,7 +7,7 @@
 # weights); the vanilla_* leaves fine-tune it on the target domain from the
 # source checkpoint, and their tmt_* twins inherit
 # ./tmt_vit-b16-upernet.py, which swaps in the TMA neck and ACTE.
-_base_ = ['mmseg::_base_/default_runtime.py']
+_base_ = ['../runtime/mmseg.py']
 custom_imports = dict(imports=['xattn_mm.seg'], allow_failed_imports=False)
 
 # ---- frequently modified ----

@@ -7,7 +7,7 @@
 # dataset and the ratio, their stochca_* twins swap in StochCA and the
 # l2sp_* / bss_* variants add a regulariser.
 _base_ = [
-    './runtime_mmpretrain.py',
+    '../runtime/mmpretrain.py',
     '../models/vit-base-p16_in1k-pretrained.py',
 ]
 

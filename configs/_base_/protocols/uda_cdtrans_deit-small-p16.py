@@ -6,7 +6,7 @@
 # epochs); the stage-2 leaves under configs/dacsm/ swap in the paired
 # dataset, 40 epochs and the pseudo-label hook. CDTrans list files name
 # "relative/path label" per line, relative to data_root.
-_base_ = ['./runtime_mmpretrain.py']
+_base_ = ['../runtime/mmpretrain.py']
 
 # ---- frequently modified ----
 data_root = 'data/office31'

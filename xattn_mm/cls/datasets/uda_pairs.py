@@ -8,6 +8,8 @@ import torch
 from mmengine.dataset import BaseDataset, Compose
 from mmpretrain.registry import DATASETS, TRANSFORMS
 
+from xattn_mm.engine.pipeline import apply_pipeline, build_dataset
+
 LENGTHS = ('target', 'source')
 # Annotation keys that carry a label; never shown to the model for targets.
 _LABEL_KEYS = ('gt_label', 'gt_score', 'gt_label_score')
@@ -29,7 +31,8 @@ class _PipelineView:
         return len(self.dataset)
 
     def __getitem__(self, idx: int) -> dict:
-        return self.pipeline(_without_labels(self.dataset.get_data_info(idx)))
+        info = _without_labels(self.dataset.get_data_info(idx))
+        return apply_pipeline(self.pipeline, info)
 
 
 @DATASETS.register_module()
@@ -67,10 +70,14 @@ class UDAPairDataset:
         seed: int = 0,
     ) -> None:
         self.source = (
-            DATASETS.build(source) if isinstance(source, dict) else source
+            build_dataset(DATASETS, source)
+            if isinstance(source, dict)
+            else source
         )
         self.target = (
-            DATASETS.build(target) if isinstance(target, dict) else target
+            build_dataset(DATASETS, target)
+            if isinstance(target, dict)
+            else target
         )
         source_classes = self.source.metainfo.get('classes')
         target_classes = self.target.metainfo.get('classes')
@@ -198,8 +205,9 @@ class UDAPairDataset:
             )
         pair = self._order[idx]
         target_idx = int(self.target_indices[pair])
-        target = self.target.pipeline(
-            _without_labels(self.target.get_data_info(target_idx))
+        target = apply_pipeline(
+            self.target.pipeline,
+            _without_labels(self.target.get_data_info(target_idx)),
         )
         label = torch.tensor([int(self.pseudo_labels[target_idx])])
         target['data_samples'].set_field(label, 'pseudo_label')

@@ -13,7 +13,11 @@ from mmengine.config import ConfigDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch import nn
 
-from xattn_mm.engine import trust_checkpoint
+from xattn_mm.engine import (
+    apply_pipeline,
+    checkpoint_policy,
+    trust_checkpoint,
+)
 
 from ..visualization import OneShotDetLocalVisualizer
 
@@ -39,6 +43,20 @@ def _replace_loader(pipeline: List[dict], which: str) -> List[dict]:
     raise ValueError(
         f"LoadImageFromFile is not found in the config's {which}."
     )
+
+
+def _check_box_overlaps(box: np.ndarray, results: dict, exemplar) -> None:
+    """Refuse an exemplar box that lies outside its image (the crop would
+    silently shrink to a 1 x 1 patch)."""
+    height, width = results['img'].shape[:2]
+    x1, y1, x2, y2 = box
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        name = exemplar if isinstance(exemplar, str) else 'the exemplar array'
+        raise ValueError(
+            f'exemplar_bbox {tuple(box.tolist())} lies outside {name} '
+            f'({width} x {height} pixels); expected (x1, y1, x2, y2) in its '
+            'pixels, overlapping the image.'
+        )
 
 
 class OneShotDetInferencer(DetInferencer):
@@ -76,11 +94,13 @@ class OneShotDetInferencer(DetInferencer):
         palette (str or list, optional): Box colour(s). Defaults to 'none'
             (crimson).
         show_progress (bool): Show a progress bar. Defaults to True.
-        trust_weights (bool): Unpickle ``weights`` in full (a checkpoint
-            saved by a training run holds more than tensors; only set this
-            for files you trust). The file stays trusted for the rest of
-            the process (:func:`xattn_mm.engine.trust_checkpoint`).
-            Defaults to False (weights only).
+        trust_weights (bool): Unpickle ``weights`` in full, beyond the
+            checkpoint policy's allow-list of OpenMMLab checkpoint types
+            (training checkpoints of this project load without it); only
+            for files you trust. The file stays trusted for the rest of the
+            process (:func:`xattn_mm.engine.trust_checkpoint`). Defaults to
+            False. ``weights`` loads under the policy from any scheme
+            (local, http(s), ``open-mmlab://`` ...).
     """
 
     visualize_kwargs: set = DetInferencer.visualize_kwargs | {'exemplar_name'}
@@ -99,14 +119,15 @@ class OneShotDetInferencer(DetInferencer):
             trust_checkpoint(weights)
         self._exemplar: Optional[np.ndarray] = None
         self._inset: Optional[np.ndarray] = None
-        super().__init__(
-            model=model,
-            weights=weights,
-            device=device,
-            scope=scope,
-            palette=palette,
-            show_progress=show_progress,
-        )
+        with checkpoint_policy():  # mmengine's loader, for this call only
+            super().__init__(
+                model=model,
+                weights=weights,
+                device=device,
+                scope=scope,
+                palette=palette,
+                show_progress=show_progress,
+            )
 
     def _load_weights_to_model(
         self,
@@ -214,9 +235,12 @@ class OneShotDetInferencer(DetInferencer):
                 )
             results['exemplar_bbox'] = box
             pipeline, stage = self._crop_pipeline, self._crop_stage
-        crop = None
+        crop, box = None, results.get('exemplar_bbox')
         for i, transform in enumerate(pipeline.transforms):
-            results = transform(results)
+            results = apply_pipeline(transform, results)
+            if box is not None and 'img' in results:
+                _check_box_overlaps(box, results, exemplar)
+                box = None
             if i + 1 == stage:
                 crop = mmcv.bgr2rgb(results['img'])
         return results['img'], crop

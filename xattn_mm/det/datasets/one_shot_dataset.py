@@ -12,6 +12,8 @@ import numpy as np
 from mmdet.registry import DATASETS
 from mmengine.dataset import BaseDataset, Compose, force_full_init
 
+from xattn_mm.engine.pipeline import apply_pipeline, build_dataset
+
 from .one_shot_splits import one_shot_split
 
 
@@ -148,7 +150,9 @@ class OneShotDataset:
         self.exemplar_seed = exemplar_seed
         self.exemplar_swap = exemplar_swap
         self.dataset = (
-            DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+            build_dataset(DATASETS, dataset)
+            if isinstance(dataset, dict)
+            else dataset
         )
         self.split = split
         self._unseen_names = unseen_classes
@@ -381,7 +385,7 @@ class OneShotDataset:
             exemplar_bbox=np.array(box, dtype=np.float32),
             **shared,
         )
-        exemplar = self.exemplar_pipeline(exemplar)
+        exemplar = apply_pipeline(self.exemplar_pipeline, exemplar)
         if 'img' not in exemplar:
             raise KeyError(
                 'exemplar_pipeline must produce the exemplar image in '
@@ -410,4 +414,4 @@ class OneShotDataset:
             if inst['bbox_label'] == label
         ]
         target.update(shared, exemplar_img=img)
-        return self.pipeline(target)
+        return apply_pipeline(self.pipeline, target)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from mmengine.dist import broadcast_object_list, get_rank
 from mmengine.logging import MessageHub, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import MultiheadAttention
@@ -26,6 +25,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor
 
 from xattn_mm.core import multihead_attention
+from xattn_mm.engine.checkpoint import load_checkpoint_file
 
 from .vit_utils import (
     check_supported_backbone,
@@ -39,8 +39,9 @@ DRAW_MODES = ('batch', 'sample')
 
 def _load_teacher_state(path: str) -> Dict[str, Tensor]:
     """Backbone weights from an mmpretrain checkpoint: a classifier's
-    (``backbone.`` prefix) or a bare backbone state dict."""
-    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    (``backbone.`` prefix) or a bare backbone state dict, loaded under the
+    checkpoint policy (:func:`xattn_mm.engine.load_checkpoint_file`)."""
+    checkpoint = load_checkpoint_file(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint)
     prefix = 'backbone.'
     if any(k.startswith(prefix) for k in state):
@@ -168,6 +169,19 @@ class StochCA(BaseBackbone):
         if first_time and self.p > 0:
             self.build_teacher()
 
+    def random_state(self) -> dict:
+        """What :class:`~xattn_mm.engine.RandomStateHook` stores in a
+        checkpoint: the seed (the draws are a function of it and the
+        iteration) and the position within the current iteration."""
+        return dict(seed=self.seed, draw_step=self._draw_step)
+
+    def set_random_state(self, state: dict) -> None:
+        """Restore :meth:`random_state` on resume, so the resumed run draws
+        what the interrupted one would have, even where the seed came from
+        the run's (randomly chosen) torch seed."""
+        self.seed = state['seed']
+        self._draw_step = tuple(state['draw_step'])
+
     def build_teacher(self) -> None:
         """(Re)build the frozen teacher from ``teacher_checkpoint`` or from
         the student's current weights."""
@@ -188,16 +202,32 @@ class StochCA(BaseBackbone):
             teacher.load_state_dict(self.backbone.state_dict())
         else:
             state = _load_teacher_state(self.teacher_checkpoint)
-            result = teacher.load_state_dict(state, strict=False)
+            expected = (
+                'Expected an mmpretrain checkpoint of the same architecture '
+                '(convert torchvision or timm weights with '
+                'tools/model_converters/vit_to_mmpretrain.py).'
+            )
+            try:
+                result = teacher.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # shape mismatches
+                mismatched = [
+                    f'{k}: {tuple(v.shape)} in the checkpoint, '
+                    f'{tuple(teacher.state_dict()[k].shape)} in the backbone'
+                    for k, v in state.items()
+                    if k in teacher.state_dict()
+                    and v.shape != teacher.state_dict()[k].shape
+                ]
+                raise ValueError(
+                    f'teacher_checkpoint {self.teacher_checkpoint} does not '
+                    f'match the backbone: {"; ".join(mismatched[:3]) or e}. '
+                    + expected
+                ) from None
             if result.missing_keys or result.unexpected_keys:
                 raise ValueError(
                     f'teacher_checkpoint {self.teacher_checkpoint} does not '
                     f'match the backbone: missing keys '
                     f'{result.missing_keys[:5]}, unexpected keys '
-                    f'{result.unexpected_keys[:5]}. Expected an mmpretrain '
-                    'checkpoint of the same architecture (convert torchvision '
-                    'or timm weights with '
-                    'tools/model_converters/vit_to_mmpretrain.py).'
+                    f'{result.unexpected_keys[:5]}. ' + expected
                 )
         reference = next(self.backbone.parameters())
         teacher.requires_grad_(False).eval()

@@ -6,10 +6,11 @@ from typing import List, Optional
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
+
+from xattn_mm.engine.checkpoint import load_checkpoint_file
 
 from ..estimators.acte import ACTE, RegionMap
 from ..necks.tma_neck import TMANeck
@@ -162,7 +163,7 @@ class TMTEncoderDecoder(EncoderDecoder):
 
     def _load_source_checkpoint(self, source: EncoderDecoder) -> None:
         path = self.source_checkpoint
-        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        checkpoint = load_checkpoint_file(path, map_location='cpu')
         state = checkpoint.get('state_dict', checkpoint)
         state = {
             k: v for k, v in state.items() if k.split('.')[0] in _SOURCE_PARTS

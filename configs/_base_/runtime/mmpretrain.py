@@ -1,4 +1,5 @@
-# mmpretrain runtime for the fine-tuning protocols, iteration-based.
+# mmpretrain runtime for the fine-tuning protocols, iteration-based, with
+# xattn_mm's run-safety hooks (finite_loss, random_state; see ./mmdet.py).
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['xattn_mm.cls'], allow_failed_imports=False)
 default_hooks = dict(
@@ -8,6 +9,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    finite_loss=dict(type='FiniteLossHook'),
+    random_state=dict(type='RandomStateHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -1,0 +1,9 @@
+# mmdet's runtime plus xattn_mm's run-safety hooks (docs/reliability.md):
+# stop at the first non-finite loss, and keep every rank's random states in
+# checkpoints for an exact resume. Set either to None to turn it off, e.g.
+# --cfg-options default_hooks.finite_loss=None.
+_base_ = 'mmdet::_base_/default_runtime.py'
+default_hooks = dict(
+    finite_loss=dict(type='FiniteLossHook'),
+    random_state=dict(type='RandomStateHook'),
+)
