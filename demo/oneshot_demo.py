@@ -11,7 +11,7 @@ After ``make demo``, for example::
         configs/ia_detr/synthetic_oneshot.py \
         --exemplar data/synthetic_oneshot/images/val/000013.png \
         --exemplar-bbox 9 34 47 72 --exemplar-name "green disk" \
-        --weights work_dirs/demo/epoch_8.pth --trust-checkpoint
+        --weights work_dirs/demo/epoch_8.pth
 
 ``TARGET`` may be image files or a directory. Rendered images (the
 exemplar inset top-left) go to ``OUT_DIR/vis/`` and predictions (JSON) to
@@ -21,6 +21,7 @@ exemplar inset top-left) go to ``OUT_DIR/vis/`` and predictions (JSON) to
 from argparse import ArgumentParser
 
 from xattn_mm.det.apis import OneShotDetInferencer
+from xattn_mm.engine.tool_utils import add_trust_arg
 
 
 def parse_args():
@@ -41,12 +42,7 @@ def parse_args():
         help='Name drawn on the boxes.',
     )
     parser.add_argument('--weights', help='Checkpoint file.')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='Unpickle the checkpoint in full (a training checkpoint holds '
-        'more than tensors; only for files you trust).',
-    )
+    add_trust_arg(parser, 'the --weights checkpoint')
     parser.add_argument('--out-dir', default='outputs', help='Output dir.')
     parser.add_argument('--device', default=None, help='e.g. cpu, cuda:0.')
     parser.add_argument(

@@ -198,12 +198,22 @@ def test_resume_auto_continues_the_loss_trajectory(det_run):
 
 
 @pytest.mark.slow
-def test_load_from_is_weights_only_unless_trusted(det_run):
+def test_checkpoint_policy_and_coverage_in_the_tools(det_run):
+    from xattn_mm.testing.checkpoints import save_payload_checkpoint
+
     elsewhere = det_run.root / 'downloads'
     elsewhere.mkdir()
-    full = torch.load(det_run.work_dir / 'epoch_1.pth', weights_only=False)
-    torch.save({'state_dict': full['state_dict']}, elsewhere / 'weights.pth')
-    shutil.copy(det_run.work_dir / 'epoch_1.pth', elsewhere / 'full.pth')
+    own = det_run.work_dir / 'epoch_1.pth'
+    full = torch.load(own, weights_only=False)
+    shutil.copy(own, elsewhere / 'full.pth')
+    marker = det_run.root / 'payload_ran'
+    payload = save_payload_checkpoint(
+        elsewhere / 'payload.pth', marker, state_dict=full['state_dict']
+    )
+    torch.save(
+        {'state_dict': {'other.weight': torch.zeros(3)}},
+        elsewhere / 'other.pth',
+    )
 
     def train(checkpoint, *extra):
         return run(
@@ -219,13 +229,22 @@ def test_load_from_is_weights_only_unless_trusted(det_run):
             cwd=det_run.root,
         )
 
-    output = check(train(elsewhere / 'weights.pth'))
-    assert 'Load checkpoint from' in output
-    refused = train(elsewhere / 'full.pth')
+    # The run's own checkpoint, copied anywhere, loads with no flag.
+    assert 'Load checkpoint from' in check(train(elsewhere / 'full.pth'))
+    refused = train(payload)
     assert refused.returncode != 0
-    assert 'Refused to load checkpoint' in refused.stderr
+    assert f'Refused to load checkpoint {payload}' in refused.stderr
     assert '--trust-checkpoint' in refused.stderr
-    check(train(elsewhere / 'full.pth', '--trust-checkpoint'))
+    test = [TOOLS / 'test.py', DET_CFG]
+    refused = run([*test, payload], cwd=det_run.root)
+    assert 'Refused to load checkpoint' in refused.stderr
+    assert not marker.exists()
+    check(train(payload, '--trust-checkpoint'))
+    # A checkpoint of another model: refused, not evaluated at random.
+    mismatch = run([*test, elsewhere / 'other.pth'], cwd=det_run.root)
+    assert mismatch.returncode != 0
+    assert "100.0% of the model's parameters unloaded" in mismatch.stderr
+    assert 'backbone.conv1.weight' in mismatch.stderr
 
 
 @pytest.mark.slow

@@ -396,7 +396,7 @@ def test_cli_reads_official_checkpoints_and_refuses_payloads(tmp_path):
     import subprocess
     import sys
 
-    from xattn_mm.testing.payload import save_payload_checkpoint
+    from xattn_mm.testing.checkpoints import save_payload_checkpoint
 
     tool = ROOT / 'tools' / 'model_converters' / 'ia_detr_to_xattn_mm.py'
     dst = tmp_path / 'ours.pth'

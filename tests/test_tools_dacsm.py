@@ -224,7 +224,7 @@ def test_adaptation_beats_source_only_on_a_generated_shift(tmp_path):
         )
         + f"load_from = '{tmp_path / 'stage1' / 'epoch_30.pth'}'\n"
     )
-    stage2 = train(text, tmp_path, 'stage2', '--trust-checkpoint')
+    stage2 = train(text, tmp_path, 'stage2')
     assert re.findall(r'PseudoLabelHook \(epoch (\d+)\)', stage2) == [
         '0',
         '4',

@@ -13,53 +13,16 @@ import pytest
 import torch
 from test_tools import TOOLS, check, run
 
+from xattn_mm.cls.testing import write_tiny_vit_checkpoint
 from xattn_mm.testing import crop_coco_objects, make_multi_domain_folder
+from xattn_mm.testing.configs import tiny_domainbed_config, tiny_vit_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = ROOT / 'configs' / 'stoch_ca' / 'domain_generalization'
 TRANSFER = ROOT / 'configs' / 'stoch_ca' / 'transfer'
 DG_STEM = 'vit-base-p16_1xb32-5001it_pacs-sketch'
 TRANSFER_STEM = 'vit-base-p16_1xb16-10k_dogs-448px-15pct'
-# The configs name the arch 'b'; a dict replaces it.
-TINY = (
-    'dict(_delete_=True, embed_dims=32, num_layers=2, num_heads=4, '
-    'feedforward_channels=64)'
-)
 XATTN_DATA = os.environ.get('XATTN_DATA')
-
-
-def tiny_backbone(stoch_ca: bool, pretrained: Path) -> str:
-    vit = (
-        f'dict(arch={TINY}, img_size=32, patch_size=8, init_cfg=dict('
-        f"type='Pretrained', checkpoint='{pretrained}', prefix='backbone.'))"
-    )
-    return f'dict(backbone={vit})' if stoch_ca else vit
-
-
-def write_pretrained(path: Path) -> Path:
-    """A tiny ViT's weights in a classifier checkpoint, as the converter
-    writes them: the 'pretrained' model student and teacher start from."""
-    from mmpretrain.registry import MODELS
-
-    torch.manual_seed(11)
-    vit = MODELS.build(
-        dict(
-            type='mmpretrain.VisionTransformer',
-            arch=dict(
-                embed_dims=32,
-                num_layers=2,
-                num_heads=4,
-                feedforward_channels=64,
-            ),
-            img_size=32,
-            patch_size=8,
-        )
-    )
-    vit.init_weights()
-    state = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
-    torch.save({'state_dict': state}, path)
-    return path
-
 
 COMMON = """
 default_hooks = dict(
@@ -70,40 +33,10 @@ train_cfg = dict(max_iters={iters}, val_interval={val})
 
 
 def domainbed_config(tmp: Path, kind: str, root: Path, pretrained) -> Path:
-    text = f"""_base_ = '{DG / f'{kind}_{DG_STEM}.py'}'
-data_root = '{root}'
-domains = ['photo', 'sketch', 'cartoon']
-test_domain = 'sketch'
-num_classes = 3
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.7, 1.0)),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='ColorJitter', brightness=0.3, contrast=0.3, saturation=0.3,
-         hue=0.3),
-    dict(type='RandomGrayscale', prob=0.1, keep_channels=True),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(32, 32)),
-    dict(type='PackInputs'),
-]
-data = dict(data_root=data_root, domains=domains, test_domain=test_domain)
-loader = dict(num_workers=0, persistent_workers=False)
-train_dataloader = dict(
-    batch_size=4, dataset=dict(pipeline=train_pipeline, **data), **loader
-)
-val_dataloader = dict(
-    batch_size=16, dataset=dict(pipeline=test_pipeline, **data), **loader
-)
-test_dataloader = val_dataloader
-model = dict(
-    data_preprocessor=dict(num_classes=num_classes),
-    backbone={tiny_backbone(kind == 'stochca', pretrained)},
-    head=dict(num_classes=num_classes, in_channels=32),
-)
-""" + COMMON.format(iters=6, val=3)
+    base = str(DG / f'{kind}_{DG_STEM}.py')
+    text = tiny_domainbed_config(
+        base, str(root), pretrained, kind == 'stochca'
+    ) + COMMON.format(iters=6, val=3)
     path = tmp / f'{kind}_domainbed_tiny.py'
     path.write_text(text)
     return path
@@ -122,7 +55,7 @@ def domainbed_runs(tmp_path_factory):
         ['photo', 'sketch', 'cartoon'],
         images_per_class=10,
     )
-    pretrained = write_pretrained(tmp / 'pretrained.pth')
+    pretrained = write_tiny_vit_checkpoint(tmp / 'pretrained.pth')
     runs = {}
     for kind in ('stochca', 'finetune'):
         cfg = domainbed_config(tmp, kind, Path(root), pretrained)
@@ -164,7 +97,6 @@ def test_exported_checkpoint_runs_in_the_plain_twin(domainbed_runs):
                 TOOLS / 'model_converters' / 'stoch_ca_to_plain.py',
                 checkpoint,
                 exported,
-                '--trust-checkpoint',
             ],
             cwd=tmp,
         )
@@ -172,10 +104,11 @@ def test_exported_checkpoint_runs_in_the_plain_twin(domainbed_runs):
     state = torch.load(exported, weights_only=True)['state_dict']
     assert not any(k.startswith('backbone.backbone.') for k in state)
     outputs = {}
-    # The training checkpoint holds the message hub; the export is weights.
-    for name, config, ckpt, trust in (
-        ('stochca', cfg, checkpoint, ['--trust-checkpoint']),
-        ('plain', plain_cfg, exported, []),
+    # The training checkpoint (message hub, random states) and the export
+    # (weights) both load under the checkpoint policy with no flag.
+    for name, config, ckpt in (
+        ('stochca', cfg, checkpoint),
+        ('plain', plain_cfg, exported),
     ):
         out = tmp / f'{name}.pkl'
         output = check(
@@ -188,7 +121,6 @@ def test_exported_checkpoint_runs_in_the_plain_twin(domainbed_runs):
                     tmp / f'test_{name}',
                     '--out',
                     out,
-                    *trust,
                 ],
                 cwd=tmp,
             )
@@ -220,7 +152,7 @@ def test_transfer_protocol_on_coco128_object_crops(kind, tmp_path):
             classes,
         )
         assert min(counts.values()) >= 10, counts
-    pretrained = write_pretrained(tmp_path / 'pretrained.pth')
+    pretrained = write_tiny_vit_checkpoint(tmp_path / 'pretrained.pth')
     text = f"""_base_ = '{TRANSFER / f'{kind}_{TRANSFER_STEM}.py'}'
 num_classes = 4
 loader = dict(num_workers=0, persistent_workers=False)
@@ -256,7 +188,7 @@ val_dataloader = dict(batch_size=32, dataset=test, **loader)
 test_dataloader = val_dataloader
 model = dict(
     data_preprocessor=dict(num_classes=num_classes),
-    backbone={tiny_backbone(kind == 'stochca', pretrained)},
+    backbone={tiny_vit_backbone(kind == 'stochca', pretrained)},
     head=dict(num_classes=num_classes, in_channels=32),
 )
 param_scheduler = [

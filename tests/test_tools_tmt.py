@@ -122,7 +122,7 @@ def source_then_twins(tmp: Path, source: Path, target: Path, size: int):
     for base in (VANILLA, TWIN):
         name = base.name.split('_')[0]
         text = tiny_config(base, source, target, 3, size, checkpoint)
-        outputs[name] = train(text, tmp, name, '--trust-checkpoint')
+        outputs[name] = train(text, tmp, name)
         assert f'Load checkpoint from {checkpoint}' in outputs[name]
         assert 0.0 <= miou(outputs[name]) <= 100.0
     return outputs

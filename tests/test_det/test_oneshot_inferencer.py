@@ -20,7 +20,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 import xattn_mm.det  # noqa: F401
 from xattn_mm.det.apis import OneShotDetInferencer
 from xattn_mm.engine import UntrustedCheckpointError
-from xattn_mm.testing.payload import save_payload_checkpoint
+from xattn_mm.testing.checkpoints import save_payload_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """The checkpoint policy (xattn_mm.engine.checkpoint): weights_only + the
 allow-list on every scheme, per-file trust, and errors that name the file.
 
-A payload checkpoint (xattn_mm.testing.payload) creates a marker directory
+A payload checkpoint (xattn_mm.testing.checkpoints) creates a marker directory
 when unpickled in full; on every path below the marker must never appear."""
 
 import functools
@@ -32,7 +32,7 @@ from xattn_mm.engine import (
 )
 from xattn_mm.engine import checkpoint as policy
 from xattn_mm.engine.tool_utils import export_checkpoint
-from xattn_mm.testing.payload import save_payload_checkpoint
+from xattn_mm.testing.checkpoints import save_payload_checkpoint
 
 STATE = {'w': torch.arange(4.0)}
 

@@ -52,7 +52,9 @@ class Count(BaseMetric):
         return dict(n=sum(results))
 
 
-def make_runner(work_dir, by_epoch, length, hooks=True, nan_at=None, **kw):
+def make_runner(
+    work_dir, by_epoch, length, hooks=True, nan_at=None, lr=0.1, **kw
+):
     loader = dict(
         dataset=Jittered(),
         sampler=dict(type='DefaultSampler', shuffle=True),
@@ -64,11 +66,10 @@ def make_runner(work_dir, by_epoch, length, hooks=True, nan_at=None, **kw):
         logger=dict(type='LoggerHook', interval=1),
         checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=by_epoch),
     )
-    if hooks:
-        default_hooks.update(
-            finite_loss=dict(type='FiniteLossHook'),
-            random_state=dict(type='RandomStateHook'),
-        )
+    default_hooks.update(
+        finite_loss=dict(type='FiniteLossHook', enable=hooks),
+        random_state=dict(type='RandomStateHook', enable=hooks),
+    )
     train_cfg = (
         dict(by_epoch=True, max_epochs=length, val_interval=1)
         if by_epoch
@@ -83,7 +84,7 @@ def make_runner(work_dir, by_epoch, length, hooks=True, nan_at=None, **kw):
         val_evaluator=dict(type=Count),
         train_cfg=train_cfg,
         val_cfg=dict(),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr)),
         default_hooks=default_hooks,
         randomness=dict(seed=3),
         default_scope='mmengine',
@@ -131,9 +132,20 @@ def test_non_finite_loss_stops_before_its_checkpoint(tmp_path):
     message = str(info.value)
     assert message.startswith('Iteration 3 (epoch 1): non-finite loss terms')
     assert 'loss=nan' in message and 'loss_aux=nan' in message
-    assert 'default_hooks.finite_loss=None' in message
+    assert 'default_hooks.finite_loss.enable=False' in message
     assert (tmp_path / 'iter_2.pth').exists()
     assert not (tmp_path / 'iter_4.pth').exists()
+
+
+def test_a_step_that_breaks_the_weights_stops_at_once(tmp_path):
+    # Its loss was finite: only the weights tell.
+    runner = make_runner(tmp_path, False, 6, lr=float('inf'))
+    with pytest.raises(FloatingPointError) as info:
+        runner.train()
+    message = str(info.value)
+    assert message.startswith('Iteration 1 (epoch 1): non-finite weights')
+    assert 'fc.weight' in message and 'loss terms' not in message
+    assert not list(tmp_path.glob('*.pth'))
 
 
 def test_non_finite_weights_are_not_saved(tmp_path):

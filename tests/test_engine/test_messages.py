@@ -5,6 +5,7 @@ import pytest
 from mmcv.transforms import LoadImageFromFile
 from mmdet.registry import DATASETS
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import xattn_mm.det  # noqa: F401  (registers the one-shot dataset)
 from xattn_mm.engine.pipeline import apply_pipeline, build_dataset
@@ -29,8 +30,10 @@ def test_annotation_json_that_does_not_parse_is_named(tmp_path):
         data_prefix=dict(img=''),
         pipeline=[],
     )
-    with pytest.raises(ValueError, match='instances.json is not valid JSON'):
-        build_dataset(DATASETS, cfg)
+    # Whatever scope an earlier test left: CocoDataset is mmdet's.
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        with pytest.raises(ValueError, match='instances.json is not valid'):
+            build_dataset(DATASETS, cfg)
 
 
 def test_a_config_without_custom_imports_gets_the_hint(tmp_path):

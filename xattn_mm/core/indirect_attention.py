@@ -220,7 +220,9 @@ class IndirectAttention(BaseModule):
             torch._assert_async(
                 torch.isfinite(reference_boxes).all(),
                 'IndirectAttention: reference_boxes hold NaN or inf; '
-                'expected finite (cx, cy, w, h) normalised to the grid.',
+                'expected finite (cx, cy, w, h) normalised to the grid. In '
+                'training this means the weights diverged (too high a '
+                'learning rate, no gradient clipping).',
             )
             # Expanded in the attention's compute dtype: the dense bias is
             # the largest tensor of the layer.

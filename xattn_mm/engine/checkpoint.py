@@ -201,7 +201,7 @@ def load_torch_file(
         raise CheckpointReadError(
             f'Checkpoint {name} could not be read (corrupt pickle): {e}'
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
         size = (

@@ -1,6 +1,8 @@
 """Run-safety hooks every xattn_mm config turns on (``default_hooks``
-``finite_loss`` and ``random_state`` in ``configs/_base_``; set one to
-``None`` to turn it off). Registered in mmengine's root ``HOOKS`` registry,
+``finite_loss`` and ``random_state`` in ``configs/_base_/runtime``; turn one
+off with ``enable=False``, e.g. ``--cfg-options
+default_hooks.finite_loss.enable=False``: mmengine accepts ``None`` only for
+its own default hooks). Registered in mmengine's root ``HOOKS`` registry,
 so every host's scope finds them.
 
 - :class:`FiniteLossHook` stops a run at the first iteration whose loss is
@@ -10,6 +12,7 @@ so every host's scope finds them.
   the uninterrupted run would have drawn (dropout, StochCA, augmentation).
 """
 
+import math
 import random
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -29,30 +32,38 @@ RANDOM_STATE_KEY = 'random_state'
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
-    """Stop training when a loss term goes NaN or infinite.
+    """Stop training when a loss term or a weight goes NaN or infinite.
 
     After every training iteration the hook reads the logged loss terms
-    (the ``outputs`` of ``train_step``) and raises :class:`FloatingPointError`
-    naming the iteration and the non-finite terms. It runs before the
-    logger and the checkpoint hook, so no checkpoint is written after the
-    step that produced the loss. Before any checkpoint is saved it also
-    checks the weights, which can turn non-finite in a step whose loss was
-    still finite (an overflowing gradient), and refuses to save them.
+    (the ``outputs`` of ``train_step``) and the largest magnitude of every
+    trainable parameter, and raises :class:`FloatingPointError` naming the
+    iteration and what went non-finite. A step can make the weights
+    non-finite while its loss was still finite (lr 1e10 does, at the first
+    step); the next forward would then fail somewhere unrelated, or train
+    on silently. The hook runs before the logger and the checkpoint hook,
+    so no checkpoint is written after the step; before any checkpoint is
+    saved it checks the state dict once more and refuses non-finite
+    weights.
 
-    Cost: one host-device synchronisation per iteration (the logger already
-    takes one per loss term), plus one all-reduce of a flag in a
-    distributed run, so that every rank stops at the same iteration instead
-    of the others waiting for the failed one.
+    Cost: one fused max-magnitude pass over the parameters
+    (``torch._foreach_norm``) and one host-device synchronisation per
+    iteration (the logger already takes one per loss term), plus, in a
+    distributed run, one all-reduce of a flag, so that every rank stops at
+    the same iteration instead of the others waiting for the failed one.
 
     Args:
-        check_weights (bool): Check the weights before each checkpoint.
-            Defaults to True.
+        check_weights (bool): Check the weights after every step and
+            before each checkpoint. Defaults to True.
+        enable (bool): False turns the hook off. Defaults to True.
     """
 
     priority = 'ABOVE_NORMAL'  # after RuntimeInfoHook, before the logger
 
-    def __init__(self, check_weights: bool = True) -> None:
-        self.check_weights = check_weights
+    def __init__(
+        self, check_weights: bool = True, enable: bool = True
+    ) -> None:
+        self.check_weights = check_weights and enable
+        self.enable = enable
 
     def after_train_iter(
         self,
@@ -61,41 +72,78 @@ class FiniteLossHook(Hook):
         data_batch: Optional[Sequence] = None,
         outputs: Optional[Dict[str, Any]] = None,
     ) -> None:
-        if not outputs:
+        if not self.enable:
             return
         values = {
             key: torch.as_tensor(value).detach().float().reshape(-1)
-            for key, value in outputs.items()
+            for key, value in (outputs or {}).items()
             if isinstance(value, (torch.Tensor, float, int))
         }
-        if not values:
+        names, params = [], []
+        if self.check_weights:
+            model = (
+                runner.model.module
+                if is_model_wrapper(runner.model)
+                else runner.model
+            )
+            for name, param in model.named_parameters():
+                if param.requires_grad:
+                    names.append(name)
+                    params.append(param.detach())
+        if not values and not params:
             return
-        stacked = torch.cat(list(values.values()))
+        flat = (
+            [v.to(params[0].device) for v in values.values()]
+            if params
+            else list(values.values())
+        )
+        if params:
+            flat.append(
+                torch.stack(torch._foreach_norm(params, float('inf'))).float()
+            )
+        stacked = torch.cat(flat)
         flag = (~torch.isfinite(stacked)).any().to(torch.int32).reshape(1)
         _, world_size = get_dist_info()
         if world_size > 1:
             torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
         if not bool(flag.item()):
             return
+        parts = []
         bad = {
             key: value.tolist()
             for key, value in values.items()
             if not bool(torch.isfinite(value).all())
         }
-        where = f'Iteration {runner.iter + 1} (epoch {runner.epoch + 1}): '
         if bad:
             terms = ', '.join(
                 f'{key}={value[0] if len(value) == 1 else value}'
                 for key, value in bad.items()
             )
-            message = f'{where}non-finite loss terms: {terms}.'
-        else:
-            message = f'{where}a loss went non-finite on another rank.'
+            parts.append(f'non-finite loss terms: {terms}')
+        if params:
+            norms = stacked[-len(params) :]
+            weights = [
+                n
+                for n, v in zip(names, norms.tolist())
+                if not math.isfinite(v)
+            ]
+            if weights:
+                shown = ', '.join(weights[:5]) + (
+                    ' ...' if len(weights) > 5 else ''
+                )
+                parts.append(
+                    f'non-finite weights after the step in {len(weights)} '
+                    f'parameters ({shown})'
+                )
+        if not parts:
+            parts.append('a loss or weight went non-finite on another rank')
         raise FloatingPointError(
-            message + ' Training stopped before any checkpoint of this step '
-            'was written. Lower the learning rate or clip gradients '
-            '(optim_wrapper.clip_grad); default_hooks.finite_loss=None turns '
-            'this check off.'
+            f'Iteration {runner.iter + 1} (epoch {runner.epoch + 1}): '
+            + '; '.join(parts)
+            + '. Training stopped before any checkpoint of this step was '
+            'written. Lower the learning rate or clip gradients '
+            '(optim_wrapper.clip_grad); '
+            'default_hooks.finite_loss.enable=False turns this check off.'
         )
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -115,7 +163,8 @@ class FiniteLossHook(Hook):
                 f'Iteration {runner.iter} (epoch {runner.epoch}): refused to '
                 f'save a checkpoint with non-finite weights in {len(bad)} '
                 f'tensors ({shown}); the checkpoints already written are '
-                'kept. default_hooks.finite_loss=None turns this check off.'
+                'kept. default_hooks.finite_loss.enable=False turns this '
+                'check off.'
             )
 
 
@@ -230,11 +279,16 @@ class RandomStateHook(Hook):
 
     Resuming with another number of ranks than the checkpoint was written
     by is allowed: the states are then not restored, with a warning.
+
+    Args:
+        enable (bool): False turns the hook off (mmengine's resume, which
+            restores no random state). Defaults to True.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self) -> None:
+    def __init__(self, enable: bool = True) -> None:
+        self.enable = enable
         self._pending: Optional[dict] = None
         self._val_state: Optional[dict] = None
 
@@ -250,6 +304,8 @@ class RandomStateHook(Hook):
             self._capture(runner)
 
     def _checkpoint_due(self, runner, by_epoch: bool) -> bool:
+        if not self.enable:
+            return False
         for hook in runner.hooks:
             if (
                 not isinstance(hook, CheckpointHook)
@@ -273,6 +329,8 @@ class RandomStateHook(Hook):
         )
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.enable:
+            return
         captured = getattr(self, '_captured', None)
         if captured is None:  # a save this hook did not foresee
             captured = [get_random_state(runner.model)]
@@ -291,7 +349,7 @@ class RandomStateHook(Hook):
         # Runner.load_checkpoint calls this for load_from too: only a resume
         # (the runner's resume flag) continues the run's random streams.
         states = checkpoint.get(RANDOM_STATE_KEY)
-        if not states or not getattr(runner, '_resume', False):
+        if not (self.enable and states and getattr(runner, '_resume', False)):
             return
         rank, world_size = get_dist_info()
         if len(states) != world_size:
@@ -321,7 +379,9 @@ class RandomStateHook(Hook):
             restore()
 
     def before_val(self, runner) -> None:
-        if isinstance(runner._train_loop, BaseLoop):  # validating in training
+        if self.enable and isinstance(
+            runner._train_loop, BaseLoop
+        ):  # validating in training
             self._val_state = get_random_state(runner.model)
 
     def after_val(self, runner) -> None:
