@@ -19,7 +19,7 @@ import xattn_mm.cls  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DACSM = ROOT / 'configs' / 'dacsm'
-CONFIGS = sorted(DACSM.rglob('*.py'))
+CONFIGS = sorted(p for p in DACSM.rglob('*.py') if '_base_' not in p.parts)
 STAGE1 = [p for p in CONFIGS if '-stage1_' in p.name]
 STAGE2 = [p for p in CONFIGS if '-stage2_' in p.name]
 TINY = dict(embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64)

@@ -21,7 +21,7 @@ import xattn_mm.cls  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCH_CA = ROOT / 'configs' / 'stoch_ca'
-CONFIGS = sorted(STOCH_CA.rglob('*.py'))
+CONFIGS = sorted(p for p in STOCH_CA.rglob('*.py') if '_base_' not in p.parts)
 DG = [p for p in CONFIGS if p.parent.name == 'domain_generalization']
 TRANSFER = [p for p in CONFIGS if p.parent.name == 'transfer']
 TINY = dict(embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64)

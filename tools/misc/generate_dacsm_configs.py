@@ -3,21 +3,26 @@
     python tools/misc/generate_dacsm_configs.py [--check]
 
 ``configs/_base_/protocols/uda_cdtrans_deit-small-p16.py`` is the primary.
-For every benchmark: one stage-1 config per source domain (source only,
-evaluated on the source list as CDTrans does, on the validation set for
-VisDA-2017) and one stage-2 config per (source, target) pair, which starts
-from its source's stage-1 checkpoint; each is a DeiT-S config with a DeiT-B
-twin that inherits it and swaps the backbone.
+Per benchmark, two bases under ``configs/dacsm/_base_/``: stage 1 (class
+list, number of classes, data root, lr, score) and stage 2 (the stage-1
+training set as source and target template of a ``UDAPairDataset``, the
+protocol's 40-epoch schedule and hooks). The leaves are the grid and hold
+only what varies: one stage-1 config per source domain (evaluated on the
+source list as CDTrans does, on the validation set for VisDA-2017) and one
+stage-2 config per (source, target) pair, which starts from its source's
+stage-1 checkpoint; each DeiT-S leaf has a DeiT-B twin that inherits it and
+merges the protocol's ``deit_base``.
 Edit the tables here and rerun; ``--check`` fails if a file on disk differs
 (the tests run it).
 """
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from xattn_mm.engine.config_generation import ruff_format, write_or_check
+from config_generation import ruff_format, write_or_check
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / 'configs' / 'dacsm'
@@ -112,13 +117,6 @@ BENCHMARKS = {
         'overall',
     ),
 }
-# name: (mmpretrain arch, channels, local pretrained checkpoint)
-BACKBONES = {
-    'deit-s': ('deit-small', 384, 'checkpoints/deit-small_in1k.pth'),
-    'deit-b': ('deit-base', 768, 'checkpoints/deit-base_in1k.pth'),
-}
-
-
 def pairs_of(bench: Benchmark) -> List[Tuple[str, str]]:
     if bench.pairs is not None:
         return bench.pairs
@@ -129,132 +127,163 @@ def slug(name: str) -> str:
     return name.lower().replace('_', '-')
 
 
-def stage1_stem(backbone: str, name: str, source: str) -> str:
-    return f'dacsm_{backbone}-p16_1xb64-10e-stage1_{name}-{slug(source)}'
+def stem(backbone: str, stage: int, name: str, domains: str = '') -> str:
+    """``dacsm_{backbone}-p16_1xb64-{schedule}_{benchmark}[-{domains}]``."""
+    schedule = '10e-stage1' if stage == 1 else '40e-stage2'
+    tail = f'-{domains}' if domains else ''
+    return f'dacsm_{backbone}-p16_1xb64-{schedule}_{name}{tail}'
 
 
-def dataset(bench: Benchmark, domain: str, pipeline: Optional[str]) -> str:
-    """A ``CustomDataset`` with ``pipeline``, or without one the fields
-    that the protocol's evaluation dataset takes."""
-    root, ann = bench.domains[domain]
-    fields = f"data_root='{root}', ann_file='{ann}', classes=classes"
-    if pipeline is None:
-        return f'dict({fields})'
-    return (
-        f"dict(type='CustomDataset', {fields}, "
-        f'pipeline={{{{_base_.{pipeline}}}}})'
+def wrapped(names: List[str]) -> str:
+    """A list literal over lines of at most 79 characters, which ruff
+    leaves as it is."""
+    body = textwrap.fill(
+        ', '.join(repr(n) for n in names) + ',',
+        width=79,
+        initial_indent='    ',
+        subsequent_indent='    ',
+        break_on_hyphens=False,
     )
+    return f'[\n{body}\n]  # fmt: skip'
 
 
-def common(bench: Benchmark, lr: float) -> str:
-    classes = 'None' if bench.classes is None else repr(bench.classes)
-    return (
-        f"_base_ = '{PROTOCOL}'\n\n"
-        f'classes = {classes}\n'
-        f'num_classes = {bench.num_classes}\n'
-        f'lr = {lr}\n'
-        'model = dict(\n'
-        '    data_preprocessor=dict(num_classes=num_classes),\n'
-        '    head=dict(num_classes=num_classes),\n'
-        ')\n'
-        'optim_wrapper = dict(optimizer=dict(lr=lr))\n'
+def lines(*parts: str) -> str:
+    return ''.join(f'{p}\n' for p in parts)
+
+
+# Stage 2 from the stage-1 base: its training set as the source and the
+# target template, the protocol's stage-2 schedule and hooks.
+STAGE2 = '''train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='UDAPairDataset',
+        source={{_base_.train_dataloader.dataset}},
+        target={{_base_.train_dataloader.dataset}},
+        extract_pipeline={{_base_.test_pipeline}},
     )
+)
+train_cfg = dict(max_epochs={{_base_.stage2_epochs}})
+param_scheduler = {{_base_.stage2_param_scheduler}}
+custom_hooks = {{_base_.stage2_hooks}}'''
 
 
-def load_from(stage1: str) -> str:
-    return (
-        '# CDTrans starts stage 2 from the last stage-1 epoch.\n'
-        'load_from = (\n'
-        "    'work_dirs/'\n"
-        f"    '{stage1}/'\n"
-        "    'epoch_10.pth'\n"
-        ')\n'
-    )
-
-
-def twin(title: str, deit_s_stem: str, tail: str = '') -> str:
-    """A DeiT-B leaf: its DeiT-S twin with the backbone swapped."""
-    arch, channels, pretrained = BACKBONES['deit-b']
-    return (
-        HEADER + f'# {title}, DeiT-B.\n'
-        f"_base_ = './{deit_s_stem}.py'\n\n"
-        'model = dict(\n'
-        f"    backbone=dict(arch='{arch}', "
-        f"init_cfg=dict(checkpoint='{pretrained}')),\n"
-        f'    head=dict(in_channels={channels}),\n'
-        ')\n' + tail
-    )
-
-
-def evaluation(bench: Benchmark, domain: str) -> str:
-    return (
-        f'evaluation_set = {dataset(bench, domain, None)}\n'
-        'val_dataloader = dict(dataset=evaluation_set)\n'
-        'test_dataloader = dict(dataset=evaluation_set)\n'
-        'default_hooks = dict(\n'
-        f"    checkpoint=dict(save_best='accuracy/{bench.score}', "
-        "rule='greater')\n"
-        ')\n'
-    )
-
-
-def stage1_configs() -> Dict[str, str]:
+def bases() -> Dict[str, str]:
+    """Per benchmark: the stage-1 base (data root, classes, lr) and the
+    stage-2 base (paired dataset, 40 epochs, pseudo-label hooks)."""
     files = {}
     for name, bench in BENCHMARKS.items():
-        for source in sorted({s for s, _ in pairs_of(bench)}):
-            evaluated = 'validation' if name == 'visda2017' else source
-            title = f'{bench.title}, stage 1 (source only) on {source!r}'
-            stem = stage1_stem('deit-s', name, source)
-            files[f'{name}/{stem}.py'] = (
-                HEADER
-                + f'# {title}, DeiT-S.\n'
-                + common(bench, bench.lr[0])
-                + 'train_dataloader = dict(\n'
-                f'    dataset={dataset(bench, source, "train_pipeline")}'
-                '\n)\n' + evaluation(bench, evaluated)
-            )
-            twin_stem = stage1_stem('deit-b', name, source)
-            files[f'{name}/{twin_stem}.py'] = twin(title, stem)
+        root = {bench.domains[d][0] for d in bench.domains}
+        # The list files of a benchmark share a data root except VisDA's,
+        # whose leaves set their own.
+        data_root = root.pop() if len(root) == 1 else None
+        classes = 'None' if bench.classes is None else wrapped(bench.classes)
+        domain = 'dict(classes=classes' + (
+            f", data_root='{data_root}')" if data_root else ')'
+        )
+        files[f'_base_/{stem("deit-s", 1, name)}.py'] = HEADER + lines(
+            f'# {bench.title}: stage 1 (source only) of every source domain.',
+            f"_base_ = '{PROTOCOL}'",
+            '',
+            f'classes = {classes}',
+            f'num_classes = {bench.num_classes}',
+            f'domain = {domain}',
+            'model = dict(',
+            '    data_preprocessor=dict(num_classes=num_classes),',
+            '    head=dict(num_classes=num_classes),',
+            ')',
+            f'optim_wrapper = dict(optimizer=dict(lr={bench.lr[0]}))',
+            'train_dataloader = dict(dataset=domain)',
+            'val_dataloader = dict(dataset=domain)',
+            'test_dataloader = val_dataloader',
+            'default_hooks = dict(',
+            f"    checkpoint=dict(save_best='accuracy/{bench.score}', "
+            "rule='greater')",
+            ')',
+        )
+        files[f'_base_/{stem("deit-s", 2, name)}.py'] = HEADER + lines(
+            f'# {bench.title}: stage 2 (adaptation) of every domain pair;',
+            "# each leaf starts from its source's stage-1 epoch 10 (CDTrans).",
+            f"_base_ = './{stem('deit-s', 1, name)}.py'",
+            '',
+            f'optim_wrapper = dict(optimizer=dict(lr={bench.lr[1]}))',
+            STAGE2,
+        )
     return files
 
 
-def stage2_configs() -> Dict[str, str]:
+def ann(bench: Benchmark, domain: str) -> str:
+    root, ann_file = bench.domains[domain]
+    if len({r for r, _ in bench.domains.values()}) == 1:
+        return f"dict(ann_file='{ann_file}')"
+    return f"dict(data_root='{root}', ann_file='{ann_file}')"
+
+
+def load_from(name: str, backbone: str, source: str) -> str:
+    return lines(
+        'load_from = (',
+        f"    'work_dirs/{stem(backbone, 1, name, slug(source))}/'",
+        "    'epoch_10.pth'",
+        ')',
+    )
+
+
+def deit_b(deit_s: str, title: str, tail: str = '') -> str:
+    """A DeiT-B leaf: its DeiT-S twin with the backbone swapped."""
+    return (
+        HEADER
+        + lines(
+            f'# {title}, DeiT-B.',
+            f"_base_ = './{deit_s}.py'",
+            '',
+            'model = {{_base_.deit_base}}',
+        )
+        + tail
+    )
+
+
+def leaves() -> Dict[str, str]:
     files = {}
     for name, bench in BENCHMARKS.items():
+        for source in sorted({s for s, _ in pairs_of(bench)}):
+            # CDTrans evaluates stage 1 on the source list, VisDA-2017 on
+            # its validation set.
+            evaluated = 'validation' if name == 'visda2017' else source
+            title = f'{bench.title}, stage 1 (source only) on {source!r}'
+            s_stem = stem('deit-s', 1, name, slug(source))
+            files[f'{name}/{s_stem}.py'] = HEADER + lines(
+                f'# {title}, DeiT-S.',
+                f"_base_ = '../_base_/{stem('deit-s', 1, name)}.py'",
+                '',
+                f'train_dataloader = dict(dataset={ann(bench, source)})',
+                f'val_dataloader = dict(dataset={ann(bench, evaluated)})',
+                'test_dataloader = val_dataloader',
+            )
+            b_stem = stem('deit-b', 1, name, slug(source))
+            files[f'{name}/{b_stem}.py'] = deit_b(s_stem, title)
         for source, target in pairs_of(bench):
-            source_set = dataset(bench, source, 'train_pipeline')
-            target_set = dataset(bench, target, 'train_pipeline')
             title = (
                 f'{bench.title}, stage 2 (adaptation) {source!r} -> {target!r}'
             )
-            stems = {
-                backbone: f'dacsm_{backbone}-p16_1xb64-40e-stage2_{name}-'
-                f'{slug(source)}2{slug(target)}'
-                for backbone in BACKBONES
-            }
-            files[f'{name}/{stems["deit-s"]}.py'] = (
+            pair = f'{slug(source)}2{slug(target)}'
+            s_stem = stem('deit-s', 2, name, pair)
+            files[f'{name}/{s_stem}.py'] = (
                 HEADER
-                + f'# {title}, DeiT-S.\n'
-                + common(bench, bench.lr[1])
-                + 'train_dataloader = dict(\n'
-                '    dataset=dict(\n'
-                '        _delete_=True,\n'
-                "        type='UDAPairDataset',\n"
-                f'        source={source_set},\n'
-                f'        target={target_set},\n'
-                '        extract_pipeline={{_base_.test_pipeline}},\n'
-                '    )\n'
-                ')\n'
-                + evaluation(bench, target)
-                + 'train_cfg = dict(max_epochs={{_base_.stage2_epochs}})\n'
-                'param_scheduler = {{_base_.stage2_param_scheduler}}\n'
-                'custom_hooks = {{_base_.stage2_hooks}}\n'
-                + load_from(stage1_stem('deit-s', name, source))
+                + lines(
+                    f'# {title}, DeiT-S.',
+                    f"_base_ = '../_base_/{stem('deit-s', 2, name)}.py'",
+                    '',
+                    f'source = {ann(bench, source)}',
+                )
+                + load_from(name, 'deit-s', source)
+                + lines(
+                    f'target = {ann(bench, target)}',
+                    'train_dataloader = dict(dataset=dict(source=source, '
+                    'target=target))',
+                    'val_dataloader = test_dataloader = dict(dataset=target)',
+                )
             )
-            files[f'{name}/{stems["deit-b"]}.py'] = twin(
-                title,
-                stems['deit-s'],
-                load_from(stage1_stem('deit-b', name, source)),
+            files[f'{name}/{stem("deit-b", 2, name, pair)}.py'] = deit_b(
+                s_stem, title, load_from(name, 'deit-b', source)
             )
     return files
 
@@ -301,10 +330,9 @@ def metafile(configs: Dict[str, str]) -> str:
 def all_configs() -> Dict[str, str]:
     """Relative path under configs/dacsm/ to file text, and the
     metafile."""
-    configs = ruff_format(
-        {**stage1_configs(), **stage2_configs()}, ROOT / 'ruff.toml'
-    )
-    return {**configs, 'metafile.yml': metafile(configs)}
+    configs = ruff_format({**bases(), **leaves()}, ROOT / 'ruff.toml')
+    runnable = {k: v for k, v in configs.items() if '_base_' not in k}
+    return {**configs, 'metafile.yml': metafile(runnable)}
 
 
 def main() -> int:
@@ -315,7 +343,9 @@ def main() -> int:
         help='compare with the files on disk instead of writing',
     )
     args = parser.parse_args()
-    return write_or_check(all_configs(), OUT, tuple(BENCHMARKS), args.check)
+    return write_or_check(
+        all_configs(), OUT, ('_base_', *BENCHMARKS), args.check
+    )
 
 
 if __name__ == '__main__':

@@ -6,8 +6,11 @@ Domain generalisation (``configs/_base_/protocols/domainbed_vit-base-p16.py``
 is the primary): one plain fine-tuning config per (benchmark, test domain)
 and its ``stochca_`` twin. Transfer (``.../transfer_vit-base-p16_448px.py``):
 one plain config per (benchmark, training ratio) and its ``stochca_`` twin,
-plus L2-SP and BSS, alone and with StochCA, at 15 %. Edit the tables here
-and rerun; ``--check`` fails if a file on disk differs (the tests run it).
+plus L2-SP and BSS, alone and with StochCA, at 15 %. Per benchmark, a base
+under ``configs/stoch_ca/_base_/`` holds its data and number of classes; the
+leaves hold only the test domain or the ratio, and each twin merges a model
+variant its bases define (``stoch_ca``, ``l2sp``, ``bss``). Edit the tables
+here and rerun; ``--check`` fails if a file on disk differs (the tests run it).
 """
 
 import argparse
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Dict
 
-from xattn_mm.engine.config_generation import ruff_format, write_or_check
+from config_generation import ruff_format, write_or_check
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / 'configs' / 'stoch_ca'
@@ -74,64 +77,77 @@ TRANSFER = {
     ),
 }
 RATIOS = (15, 30, 50, 100)
+
+
+def lines(*parts: str) -> str:
+    return ''.join(f'{p}\n' for p in parts)
+
+
 REGULARISER_RATIO = 15
+# name: the leaf's lines over its 15 % plain config (the transfer
+# protocol's model and optimiser variants).
 REGULARISERS = {
-    'l2sp': (
-        "dict(l2sp=dict(type='L2SPRegularizer', loss_weight=0.01))",
-        # L2-SP replaces weight decay on the pretrained backbone.
-        'optim_wrapper = dict(\n'
-        '    paramwise_cfg=dict(\n'
-        "        custom_keys={'backbone': dict(decay_mult=0.0)}\n"
-        '    )\n'
-        ')\n',
+    'l2sp': lines(
+        'model = {{_base_.l2sp}}',
+        'optim_wrapper = {{_base_.l2sp_optim_wrapper}}',
     ),
-    'bss': (
-        "dict(bss=dict(type='BSSRegularizer', loss_weight=0.001, "
-        'num_singular=1))',
-        '',
-    ),
+    'bss': lines('model = {{_base_.bss}}'),
 }
+# The stochca_ twins: StochCA (p = 0.1) around the backbone of the config
+# they inherit (the model base's ``stoch_ca``).
 STOCH_CA = (
-    'model = dict(\n'
-    '    backbone=dict(\n'
-    "        _delete_=True, type='StochCA', p=0.1, "
-    'backbone={{_base_.model.backbone}}\n'
-    '    )\n'
-    ')\n'
+    'model = dict(backbone=dict(_base_.stoch_ca, '
+    'backbone=_base_.model.backbone))\n'
 )
+BASE = '../_base_'
 
 
 def slug(name: str) -> str:
     return name.lower().replace(' ', '_')
 
 
+def twin(comment: str, base: str, body: str) -> str:
+    return HEADER + lines(f'# {comment}', f"_base_ = './{base}.py'", '') + body
+
+
 def domainbed_configs() -> Dict[str, str]:
     files = {}
     for name, (folder, domains, classes) in DOMAINBED.items():
+        bench = f'finetune_vit-base-p16_1xb32-5001it_{name}'
+        files[f'_base_/{bench}.py'] = HEADER + lines(
+            f'# {name}: every test domain, plain fine-tuning.',
+            "_base_ = '../../_base_/protocols/domainbed_vit-base-p16.py'",
+            '',
+            f"data_root = 'data/domainbed/{folder}'",
+            f'domains = {domains!r}',
+            f'num_classes = {classes}',
+            'data = dict(data_root=data_root, domains=domains)',
+            'train_dataloader = dict(dataset=data)',
+            'val_dataloader = dict(dataset=data)',
+            'test_dataloader = dict(dataset=data)',
+            'model = dict(',
+            '    data_preprocessor=dict(num_classes=num_classes),',
+            '    head=dict(num_classes=num_classes),',
+            ')',
+        )
         for test in domains:
             stem = f'vit-base-p16_1xb32-5001it_{name}-{slug(test)}'
             files[f'domain_generalization/finetune_{stem}.py'] = (
                 HEADER
-                + f'# {name}, test domain {test!r}: plain fine-tuning.\n'
-                "_base_ = '../../_base_/protocols/domainbed_vit-base-p16.py'\n"
-                '\n'
-                f"data_root = 'data/domainbed/{folder}'\n"
-                f'domains = {domains!r}\n'
-                f'test_domain = {test!r}\n'
-                f'num_classes = {classes}\n'
-                'data = dict(data_root=data_root, domains=domains, '
-                'test_domain=test_domain)\n'
-                'train_dataloader = dict(dataset=data)\n'
-                'val_dataloader = dict(dataset=data)\n'
-                'test_dataloader = dict(dataset=data)\n'
-                'model = dict(\n'
-                '    data_preprocessor=dict(num_classes=num_classes),\n'
-                '    head=dict(num_classes=num_classes),\n'
-                ')\n'
+                + lines(
+                    f'# {name}, test domain {test!r}: plain fine-tuning.',
+                    f"_base_ = '{BASE}/{bench}.py'",
+                    '',
+                    f'test_domain = {test!r}',
+                    'data = dict(test_domain=test_domain)',
+                    'train_dataloader = dict(dataset=data)',
+                    'val_dataloader = test_dataloader = train_dataloader',
+                )
             )
-            files[f'domain_generalization/stochca_{stem}.py'] = (
-                HEADER + f'# {name}, test domain {test!r}: StochCA, p = 0.1.\n'
-                f"_base_ = './finetune_{stem}.py'\n\n" + STOCH_CA
+            files[f'domain_generalization/stochca_{stem}.py'] = twin(
+                f'{name}, test domain {test!r}: StochCA, p = 0.1.',
+                f'finetune_{stem}',
+                STOCH_CA,
             )
     return files
 
@@ -139,62 +155,55 @@ def domainbed_configs() -> Dict[str, str]:
 def transfer_configs() -> Dict[str, str]:
     files = {}
     for name, (train_set, test_set, classes) in TRANSFER.items():
+        bench = f'finetune_vit-base-p16_1xb16-10k_{name}-448px'
+        files[f'_base_/{bench}.py'] = HEADER + lines(
+            f'# {name}: every training ratio, plain fine-tuning.',
+            "_base_ = '../../_base_/protocols/transfer_vit-base-p16_448px.py'",
+            '',
+            f'num_classes = {classes}',
+            # _delete_: the datasets take different arguments.
+            f'train_set = {train_set[:-1]}, _delete_=True)',
+            f'test_set = {test_set[:-1]}, _delete_=True)',
+            'train_dataloader = dict(',
+            '    dataset=dict(',
+            '        dataset=dict(pipeline={{_base_.train_pipeline}}, '
+            '**train_set),',
+            '    )',
+            ')',
+            'test = dict(pipeline={{_base_.test_pipeline}}, **test_set)',
+            'val_dataloader = dict(dataset=test)',
+            'test_dataloader = dict(dataset=test)',
+            'model = dict(',
+            '    data_preprocessor=dict(num_classes=num_classes),',
+            '    head=dict(num_classes=num_classes),',
+            ')',
+        )
         for ratio in RATIOS:
             stem = f'vit-base-p16_1xb16-10k_{name}-448px-{ratio}pct'
-            files[f'transfer/finetune_{stem}.py'] = (
-                HEADER + f'# {name}, {ratio} % of the training set: plain '
-                'fine-tuning.\n'
-                "_base_ = '../../_base_/protocols/"
-                "transfer_vit-base-p16_448px.py'\n"
-                '\n'
-                f'num_classes = {classes}\n'
-                f'ratio = {ratio / 100}\n'
-                # _delete_: the datasets take different arguments.
-                f'train_set = {train_set[:-1]}, _delete_=True)\n'
-                f'test_set = {test_set[:-1]}, _delete_=True)\n'
-                'train_dataloader = dict(\n'
-                '    dataset=dict(\n'
-                '        ratio=ratio,\n'
-                '        dataset=dict(pipeline={{_base_.train_pipeline}}, '
-                '**train_set),\n'
-                '    )\n'
-                ')\n'
-                'test = dict(pipeline={{_base_.test_pipeline}}, **test_set)\n'
-                'val_dataloader = dict(dataset=test)\n'
-                'test_dataloader = dict(dataset=test)\n'
-                'model = dict(\n'
-                '    data_preprocessor=dict(num_classes=num_classes),\n'
-                '    head=dict(num_classes=num_classes),\n'
-                ')\n'
+            files[f'transfer/finetune_{stem}.py'] = HEADER + lines(
+                f'# {name}, {ratio} % of the training set: plain fine-tuning.',
+                f"_base_ = '{BASE}/{bench}.py'",
+                '',
+                f'ratio = {ratio / 100}',
+                'train_dataloader = dict(dataset=dict(ratio=ratio))',
             )
-            files[f'transfer/stochca_{stem}.py'] = (
-                HEADER + f'# {name}, {ratio} % of the training set: StochCA, '
-                'p = 0.1.\n'
-                f"_base_ = './finetune_{stem}.py'\n\n" + STOCH_CA
+            files[f'transfer/stochca_{stem}.py'] = twin(
+                f'{name}, {ratio} % of the training set: StochCA, p = 0.1.',
+                f'finetune_{stem}',
+                STOCH_CA,
             )
         stem = f'vit-base-p16_1xb16-10k_{name}-448px-{REGULARISER_RATIO}pct'
-        for reg, (regularizers, optim) in REGULARISERS.items():
-            model = (
-                'model = dict(\n'
-                "    type='RegularizedImageClassifier',\n"
-                f'    regularizers={regularizers},\n'
+        for reg in REGULARISERS:
+            files[f'transfer/{reg}_{stem}.py'] = twin(
+                f'{name}, {REGULARISER_RATIO} %: {reg.upper()} fine-tuning.',
+                f'finetune_{stem}',
+                REGULARISERS[reg],
             )
-            files[f'transfer/{reg}_{stem}.py'] = (
-                HEADER + f'# {name}, {REGULARISER_RATIO} %: {reg.upper()} '
-                'fine-tuning.\n'
-                f"_base_ = './finetune_{stem}.py'\n\n" + model + ')\n' + optim
-            )
-            files[f'transfer/stochca-{reg}_{stem}.py'] = (
-                HEADER
-                + f'# {name}, {REGULARISER_RATIO} %: StochCA (p = 0.1) with '
-                f'{reg.upper()}.\n'
-                f"_base_ = './finetune_{stem}.py'\n\n"
-                + model
-                + '    backbone=dict(\n'
-                "        _delete_=True, type='StochCA', p=0.1, "
-                'backbone={{_base_.model.backbone}}\n'
-                '    ),\n'
-                ')\n' + optim
+            files[f'transfer/stochca-{reg}_{stem}.py'] = twin(
+                f'{name}, {REGULARISER_RATIO} %: StochCA (p = 0.1) with '
+                f'{reg.upper()}.',
+                f'{reg}_{stem}',
+                STOCH_CA,
             )
     return files
 
@@ -254,7 +263,8 @@ def all_configs() -> Dict[str, str]:
     configs = ruff_format(
         {**domainbed_configs(), **transfer_configs()}, ROOT / 'ruff.toml'
     )
-    return {**configs, 'metafile.yml': metafile(configs)}
+    runnable = {k: v for k, v in configs.items() if '_base_' not in k}
+    return {**configs, 'metafile.yml': metafile(runnable)}
 
 
 def main() -> int:
@@ -268,7 +278,7 @@ def main() -> int:
     return write_or_check(
         all_configs(),
         OUT,
-        ('domain_generalization', 'transfer'),
+        ('_base_', 'domain_generalization', 'transfer'),
         args.check,
     )
 

@@ -28,3 +28,6 @@ model = dict(
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
     ),
 )
+# StochCA (p = 0.1, the paper's default) around a config's backbone; the
+# stochca_ leaves merge ``dict(backbone=dict(stoch_ca, backbone=<theirs>))``.
+stoch_ca = dict(_delete_=True, type='StochCA', p=0.1)

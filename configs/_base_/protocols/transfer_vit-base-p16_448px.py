@@ -82,3 +82,19 @@ test_cfg = dict()
 # --auto-scale-lr keeps lr = 5e-4 * (total batch) / 512 on any GPU count.
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(checkpoint=dict(interval=10000, max_keep_ckpts=1))
+
+# Regularised fine-tuning, merged by the l2sp_ / bss_ leaves. L2-SP
+# replaces weight decay on the pretrained backbone.
+l2sp = dict(
+    type='RegularizedImageClassifier',
+    regularizers=dict(l2sp=dict(type='L2SPRegularizer', loss_weight=0.01)),
+)
+l2sp_optim_wrapper = dict(
+    paramwise_cfg=dict(custom_keys={'backbone': dict(decay_mult=0.0)})
+)
+bss = dict(
+    type='RegularizedImageClassifier',
+    regularizers=dict(
+        bss=dict(type='BSSRegularizer', loss_weight=0.001, num_singular=1)
+    ),
+)

@@ -18,6 +18,14 @@ lr = 0.008
 batch_size = 64  # in total (one GPU x 64; scale lr with auto_scale_lr)
 # mmpretrain's DeiT-S ImageNet-1k checkpoint (model zoo: deit-small).
 pretrained = 'checkpoints/deit-small_in1k.pth'
+# The DeiT-B leaves merge this into the model (DeiT-B ImageNet-1k).
+deit_base = dict(
+    backbone=dict(
+        arch='deit-base',
+        init_cfg=dict(checkpoint='checkpoints/deit-base_in1k.pth'),
+    ),
+    head=dict(in_channels=768),
+)
 # -----------------------------
 
 model = dict(

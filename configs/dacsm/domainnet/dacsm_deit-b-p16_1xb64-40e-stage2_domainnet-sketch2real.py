@@ -2,14 +2,7 @@
 # DomainNet, stage 2 (adaptation) 'sketch' -> 'real', DeiT-B.
 _base_ = './dacsm_deit-s-p16_1xb64-40e-stage2_domainnet-sketch2real.py'
 
-model = dict(
-    backbone=dict(
-        arch='deit-base',
-        init_cfg=dict(checkpoint='checkpoints/deit-base_in1k.pth'),
-    ),
-    head=dict(in_channels=768),
-)
-# CDTrans starts stage 2 from the last stage-1 epoch.
+model = {{_base_.deit_base}}
 load_from = (
     'work_dirs/dacsm_deit-b-p16_1xb64-10e-stage1_domainnet-sketch/epoch_10.pth'
 )

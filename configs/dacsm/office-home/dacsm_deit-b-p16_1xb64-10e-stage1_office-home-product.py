@@ -2,10 +2,4 @@
 # Office-Home, stage 1 (source only) on 'Product', DeiT-B.
 _base_ = './dacsm_deit-s-p16_1xb64-10e-stage1_office-home-product.py'
 
-model = dict(
-    backbone=dict(
-        arch='deit-base',
-        init_cfg=dict(checkpoint='checkpoints/deit-base_in1k.pth'),
-    ),
-    head=dict(in_channels=768),
-)
+model = {{_base_.deit_base}}

@@ -2,16 +2,8 @@
 # Office-Home, stage 2 (adaptation) 'Product' -> 'Art', DeiT-B.
 _base_ = './dacsm_deit-s-p16_1xb64-40e-stage2_office-home-product2art.py'
 
-model = dict(
-    backbone=dict(
-        arch='deit-base',
-        init_cfg=dict(checkpoint='checkpoints/deit-base_in1k.pth'),
-    ),
-    head=dict(in_channels=768),
-)
-# CDTrans starts stage 2 from the last stage-1 epoch.
+model = {{_base_.deit_base}}
 load_from = (
-    'work_dirs/'
-    'dacsm_deit-b-p16_1xb64-10e-stage1_office-home-product/'
+    'work_dirs/dacsm_deit-b-p16_1xb64-10e-stage1_office-home-product/'
     'epoch_10.pth'
 )

@@ -2,11 +2,4 @@
 # domainnet, test domain 'real': StochCA, p = 0.1.
 _base_ = './finetune_vit-base-p16_1xb32-5001it_domainnet-real.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='StochCA',
-        p=0.1,
-        backbone={{_base_.model.backbone}},
-    )
-)
+model = dict(backbone=dict(_base_.stoch_ca, backbone=_base_.model.backbone))

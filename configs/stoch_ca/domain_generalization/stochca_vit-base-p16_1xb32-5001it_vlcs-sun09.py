@@ -2,11 +2,4 @@
 # vlcs, test domain 'SUN09': StochCA, p = 0.1.
 _base_ = './finetune_vit-base-p16_1xb32-5001it_vlcs-sun09.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='StochCA',
-        p=0.1,
-        backbone={{_base_.model.backbone}},
-    )
-)
+model = dict(backbone=dict(_base_.stoch_ca, backbone=_base_.model.backbone))

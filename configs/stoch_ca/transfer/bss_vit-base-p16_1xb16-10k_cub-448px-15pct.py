@@ -2,9 +2,4 @@
 # cub, 15 %: BSS fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_cub-448px-15pct.py'
 
-model = dict(
-    type='RegularizedImageClassifier',
-    regularizers=dict(
-        bss=dict(type='BSSRegularizer', loss_weight=0.001, num_singular=1)
-    ),
-)
+model = {{_base_.bss}}

@@ -2,10 +2,5 @@
 # cub, 15 %: L2SP fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_cub-448px-15pct.py'
 
-model = dict(
-    type='RegularizedImageClassifier',
-    regularizers=dict(l2sp=dict(type='L2SPRegularizer', loss_weight=0.01)),
-)
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'backbone': dict(decay_mult=0.0)})
-)
+model = {{_base_.l2sp}}
+optim_wrapper = {{_base_.l2sp_optim_wrapper}}

@@ -2,11 +2,4 @@
 # aircraft, 50 % of the training set: StochCA, p = 0.1.
 _base_ = './finetune_vit-base-p16_1xb16-10k_aircraft-448px-50pct.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='StochCA',
-        p=0.1,
-        backbone={{_base_.model.backbone}},
-    )
-)
+model = dict(backbone=dict(_base_.stoch_ca, backbone=_base_.model.backbone))
