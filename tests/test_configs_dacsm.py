@@ -1,19 +1,16 @@
-"""Every config under configs/dacsm parses, builds its model (shrunk, random
-weights) and trains a paired step; stage-1 and stage-2 leaves carry the
-CDTrans protocol their names promise; the generated files are up to date."""
+"""Stage-1 and stage-2 leaves under configs/dacsm carry the CDTrans protocol
+their names promise; the generated files are up to date. (Every leaf builds
+shrunk and trains a step, stage 2 on a paired batch, in
+tests/test_configs.py.)"""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from mmengine.config import Config
-from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
 
 import xattn_mm.cls  # noqa: F401
 
@@ -22,7 +19,6 @@ DACSM = ROOT / 'configs' / 'dacsm'
 CONFIGS = sorted(p for p in DACSM.rglob('*.py') if '_base_' not in p.parts)
 STAGE1 = [p for p in CONFIGS if '-stage1_' in p.name]
 STAGE2 = [p for p in CONFIGS if '-stage2_' in p.name]
-TINY = dict(embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64)
 # benchmark folder: (domains, number of classes, stage-1 / stage-2 lr)
 EXPECTED = {
     'office31': (3, 31, (0.008, 0.008)),
@@ -106,44 +102,3 @@ def test_protocol_of_every_leaf(path):
         stage1_cfg.train_dataloader.dataset.ann_file == train.source.ann_file
     )
     assert len(cfg.param_scheduler) == 2
-
-
-def first_of_each_kind():
-    seen, picked = set(), []
-    for path in STAGE2:
-        key = (path.parent.name, '_deit-b-' in path.name)
-        if key not in seen:
-            seen.add(key)
-            picked.append(path)
-    return picked
-
-
-@pytest.mark.parametrize('path', first_of_each_kind(), ids=rel)
-def test_builds_shrunk_and_trains_a_paired_step(path):
-    cfg = Config.fromfile(str(path))
-    cfg.model.backbone.pop('init_cfg')
-    cfg.model.backbone.update(arch=TINY, img_size=32, patch_size=8)
-    cfg.model.head.in_channels = 32
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    classes = cfg.model.head.num_classes
-
-    def part(labelled):
-        samples = []
-        for i in range(4):
-            s = DataSample()
-            if labelled:
-                s.set_gt_label(i % classes)
-            else:
-                s.set_field(torch.tensor([i % classes]), 'pseudo_label')
-            samples.append(s)
-        inputs = [torch.randint(0, 255, (3, 32, 32)) for _ in range(4)]
-        return dict(inputs=inputs, data_samples=samples)
-
-    log = model.train_step(
-        dict(source=part(True), target=part(False)), wrapper
-    )
-    assert set(log) == {'loss', 'loss_source', 'loss_target', 'loss_distill'}
-    assert torch.isfinite(log['loss'])

@@ -14,24 +14,21 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as CLS_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
-from test_configs import shrink as shrink_det
-from test_configs_tmt import batch as seg_batch
-from test_configs_tmt import shrink as shrink_seg
+from test_configs import seg_batch
 
 import xattn_mm.cls  # noqa: F401
 import xattn_mm.det  # noqa: F401
 import xattn_mm.seg  # noqa: F401
 from xattn_mm.cls.models.backbones import StochCA
 from xattn_mm.seg.models.segmentors import TMTEncoderDecoder
+from xattn_mm.testing.configs import shrink
 from xattn_mm.testing.one_shot import one_shot_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = ROOT / 'projects'
 STOCH_CA = PROJECTS / 'ia_detr_stoch_ca'
 TMT_DACSM = PROJECTS / 'tmt_dacsm_backbone'
-LEAVES = sorted(
-    p for p in PROJECTS.glob('*/configs/*.py') if p.name != 'dacsm_backbone.py'
-)
+LEAVES = sorted(PROJECTS.glob('*/configs/*.py'))
 
 
 def test_every_project_has_a_readme_and_configs():
@@ -55,7 +52,10 @@ def test_configs_import_the_installed_package(path):
 
 def test_ia_detr_with_stoch_ca_vit_trains_an_iteration():
     cfg = Config.fromfile(
-        str(STOCH_CA / 'configs/ia_detr_stoch-ca-vit-b-p16_12e_voc_oneshot.py')
+        str(
+            STOCH_CA
+            / 'configs/ia-detr_stoch-ca-vit-base-p16_8xb2-12e_voc-oneshot.py'
+        )
     )
     # Cross-host: mmpretrain types, both xattn_mm subpackages imported.
     assert set(cfg.custom_imports.imports) >= {'xattn_mm.det', 'xattn_mm.cls'}
@@ -64,7 +64,7 @@ def test_ia_detr_with_stoch_ca_vit_trains_an_iteration():
     assert backbone.backbone.type == 'mmpretrain.VisionTransformer'
     assert backbone.backbone.init_cfg.checkpoint == cfg.pretrained
     assert not cfg.custom_hooks  # no backbone freezing with StochCA
-    model_cfg = shrink_det(cfg.model)
+    model_cfg = shrink(cfg.model)
     model_cfg.backbone.p = 1.0  # every block cross-attends in training
     with DefaultScope.overwrite_default_scope('mmdet'):
         torch.manual_seed(0)
@@ -153,8 +153,10 @@ def test_tmt_on_the_dacsm_backbone_chain(tmp_path):
     num_classes = source_cfg.model.decode_head.num_classes
     with DefaultScope.overwrite_default_scope('mmseg'):
         # Step 3: the source model starts from the DACSM-adapted backbone.
-        model_cfg = shrink_seg(source_cfg.model)
-        model_cfg.backbone.init_cfg.checkpoint = str(plain)
+        # shrink drops init_cfg: the DACSM-adapted weights go back in
+        init = dict(source_cfg.model.backbone.init_cfg, checkpoint=str(plain))
+        model_cfg = shrink(source_cfg.model)
+        model_cfg.backbone.init_cfg = init
         torch.manual_seed(0)
         source = SEG_MODELS.build(model_cfg)
         source.init_weights()
@@ -170,8 +172,8 @@ def test_tmt_on_the_dacsm_backbone_chain(tmp_path):
         torch.save(dict(state_dict=source.state_dict()), checkpoint)
 
         # Step 4: TMT fine-tuning, ACTE reading that source model.
-        model_cfg = shrink_seg(tmt_cfg.model)
-        model_cfg.backbone.init_cfg.checkpoint = str(plain)
+        model_cfg = shrink(tmt_cfg.model)
+        model_cfg.backbone.init_cfg = init
         model_cfg.source_checkpoint = str(checkpoint)
         tmt = SEG_MODELS.build(model_cfg)
         assert isinstance(tmt, TMTEncoderDecoder)

@@ -190,7 +190,7 @@ def converted_swin_model():
     official = official_state_dict(backbone='swin')
     converted, passed = load_converter().convert(official, LAYERS)
     model = MODELS.build(
-        tiny_ia_detr_cfg(num_layers=LAYERS, **tiny_swin_v2_parts(C, SWIN))
+        tiny_ia_detr_cfg(num_layers=LAYERS, **tiny_swin_v2_parts())
     )
     return model, official, converted, passed
 

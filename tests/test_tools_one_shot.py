@@ -15,9 +15,10 @@ import re
 from pathlib import Path
 
 import pytest
+from mmengine.config import Config
 from test_tools import TOOLS, check, run
 
-from xattn_mm.testing.one_shot import tiny_ia_detr_cfg, tiny_swin_v2_parts
+from xattn_mm.testing.configs import shrink
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get('XATTN_DATA')
@@ -32,7 +33,8 @@ pytestmark = [
 def shrunk_config(tmp: Path, config: str, iters: int = 3) -> Path:
     """A config inheriting ``configs/ia_detr/<config>`` with a tiny model
     and an ``iters``-iteration schedule."""
-    model = tiny_ia_detr_cfg(**tiny_swin_v2_parts())
+    shipped = Config.fromfile(str(ROOT / 'configs' / 'ia_detr' / config))
+    model = shrink(shipped.model).to_dict()
     model['_delete_'] = True
     loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
     text = f"""
@@ -117,7 +119,9 @@ def test_voc_train_then_test_seen_classes(workspace):
         )
     )
     assert 'Iter(train) [3/3]' in output
-    seen_cfg = shrunk_config(workspace, 'voc_oneshot_seen.py')
+    seen_cfg = shrunk_config(
+        workspace, 'ia-detr_swinv2-s_8xb2-12e_voc-oneshot-seen.py'
+    )
     output = check(
         run(
             [

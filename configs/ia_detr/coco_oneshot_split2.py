@@ -1,11 +1,3 @@
-# IA-DETR on one-shot COCO, split 2 (unseen: the categories whose index
-# 1..80 is 2 mod 4): coco_oneshot_split1.py with the split changed.
-_base_ = './coco_oneshot_split1.py'
-
-load_from = (
-    'work_dirs/ia_detr_swinv2-s_30e_coco_oneshot_split2_stage1/epoch_30.pth'
-)
-split = 'coco2'
-train_dataloader = dict(dataset=dict(split=split))
-val_dataloader = dict(dataset=dict(split=split))
-test_dataloader = val_dataloader
+# Under the name users type:
+# ia-detr_swinv2-s_8xb2-12e_coco-oneshot-split2.py.
+_base_ = './ia-detr_swinv2-s_8xb2-12e_coco-oneshot-split2.py'

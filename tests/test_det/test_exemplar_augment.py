@@ -1,9 +1,12 @@
+import copy
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from mmdet.registry import TRANSFORMS
+from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from PIL import Image, ImageEnhance, ImageFilter
@@ -11,11 +14,25 @@ from PIL import Image, ImageEnhance, ImageFilter
 import xattn_mm.det  # noqa: F401
 from xattn_mm.det.datasets.transforms import (
     adjust_color_jitter,
-    exemplar_test_pipeline,
-    exemplar_train_pipeline,
     gaussian_blur,
     warp_perspective,
 )
+
+# The shipped one-shot data: its exemplar pipelines.
+DATA = Config.fromfile(
+    str(
+        Path(__file__).resolve().parents[2]
+        / 'configs/_base_/datasets/oneshot_detection.py'
+    )
+)
+
+
+def exemplar_train_pipeline():
+    return copy.deepcopy(DATA.exemplar_train_pipeline)
+
+
+def exemplar_test_pipeline():
+    return copy.deepcopy(DATA.exemplar_test_pipeline)
 
 
 @pytest.fixture(autouse=True)

@@ -117,6 +117,8 @@ BENCHMARKS = {
         'overall',
     ),
 }
+
+
 def pairs_of(bench: Benchmark) -> List[Tuple[str, str]]:
     if bench.pairs is not None:
         return bench.pairs
@@ -153,7 +155,7 @@ def lines(*parts: str) -> str:
 
 # Stage 2 from the stage-1 base: its training set as the source and the
 # target template, the protocol's stage-2 schedule and hooks.
-STAGE2 = '''train_dataloader = dict(
+STAGE2 = """train_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='UDAPairDataset',
@@ -164,7 +166,7 @@ STAGE2 = '''train_dataloader = dict(
 )
 train_cfg = dict(max_epochs={{_base_.stage2_epochs}})
 param_scheduler = {{_base_.stage2_param_scheduler}}
-custom_hooks = {{_base_.stage2_hooks}}'''
+custom_hooks = {{_base_.stage2_hooks}}"""
 
 
 def bases() -> Dict[str, str]:

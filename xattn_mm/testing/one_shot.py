@@ -1,163 +1,81 @@
-"""Tiny IA-DETR configs and (target, exemplar) batches for tests."""
+"""Tiny IA-DETR configs (the shipped ones, shrunk) and (target, exemplar)
+batches for tests."""
 
+from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import torch
 from mmdet.structures import DetDataSample
+from mmengine.config import Config
 from mmengine.structures import InstanceData
+
+import xattn_mm
+
+from .configs import shrink
+
+
+def shipped_config(rel: str) -> Config:
+    """A config the project ships, by its path under ``configs/``: the
+    installed package's copy (``xattn_mm/.mim/configs``), else the source
+    tree's.
+
+    Args:
+        rel (str): e.g. ``'_base_/models/ia_detr_r50.py'``.
+
+    Returns:
+        Config: The parsed config.
+    """
+    package = Path(xattn_mm.__file__).resolve().parent
+    for root in (package / '.mim' / 'configs', package.parent / 'configs'):
+        if (root / rel).is_file():
+            return Config.fromfile(str(root / rel))
+    raise FileNotFoundError(
+        f'{rel} is in neither {package / ".mim" / "configs"} nor '
+        f'{package.parent / "configs"}.'
+    )
 
 
 def tiny_ia_detr_cfg(
-    decoder_type: str = 'IADETRDecoder',
-    num_layers: int = 2,
-    embed_dims: int = 32,
-    **kwargs,
+    decoder_type: str = 'IADETRDecoder', num_layers: int = 2, **kwargs
 ) -> dict:
-    """An IA-DETR config small enough for CPU tests: ResNet-18 with 16 base
-    channels cut at stride 16, 2 decoder layers of 32 channels, 10 + 20
-    queries.
+    """The shipped ResNet IA-DETR model (``_base_/models/ia_detr_r50.py``)
+    shrunk for CPU tests (:func:`xattn_mm.testing.configs.shrink`: ResNet-18
+    with 16 base channels cut at stride 16, 32 channels, 10 + 20 queries).
 
     Args:
         decoder_type (str): Registered decoder type. Defaults to
             'IADETRDecoder'.
         num_layers (int): Decoder layers. Defaults to 2.
-        embed_dims (int): Transformer channels. Defaults to 32.
         **kwargs: Overrides of the detector's top-level keys.
 
     Returns:
         dict: The model config.
     """
-    heads = 4
-    decoder = dict(
-        type=decoder_type,
-        num_layers=num_layers,
-        layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=heads),
-            cross_attn_cfg=dict(
-                embed_dims=embed_dims, num_heads=heads, rpb_hidden_dims=16
-            ),
-            ffn_cfg=dict(feedforward_channels=64),
-        ),
-    )
+    model = shrink(shipped_config('_base_/models/ia_detr_r50.py').model)
+    model = model.to_dict()
+    model['decoder'].update(type=decoder_type, num_layers=num_layers)
     if decoder_type == 'DoubleCrossAttentionDecoder':
-        decoder['num_align_layers'] = 1
-    cfg = dict(
-        type='IADETR',
-        num_queries=10,
-        num_queries_one2many=20,
-        data_preprocessor=dict(
-            type='OneShotDetDataPreprocessor',
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            pad_size_divisor=16,
-        ),
-        backbone=dict(
-            type='ResNet',
-            depth=18,
-            base_channels=16,
-            num_stages=3,
-            strides=(1, 2, 2),
-            dilations=(1, 1, 1),
-            out_indices=(2,),
-            norm_cfg=dict(type='BN', requires_grad=True),
-            norm_eval=False,
-        ),
-        neck=dict(
-            type='ChannelMapper',
-            in_channels=[64],
-            kernel_size=1,
-            out_channels=embed_dims,
-            bias=True,
-            act_cfg=None,
-            norm_cfg=dict(type='GN', num_groups=8),
-            num_outs=1,
-        ),
-        positional_encoding=dict(
-            num_feats=embed_dims // 2, normalize=True, offset=-0.5
-        ),
-        decoder=decoder,
-        bbox_head=dict(
-            type='IADETRHead',
-            num_classes=1,
-            embed_dims=embed_dims,
-            num_pred_layer=num_layers + 1,
-            as_two_stage=True,
-            num_queries_one2one=10,
-            k_one2many=2,
-            loss_cls=dict(
-                type='FocalLoss',
-                use_sigmoid=True,
-                gamma=2.0,
-                alpha=0.25,
-                loss_weight=2.0,
-            ),
-            loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-            loss_iou=dict(type='GIoULoss', loss_weight=2.0),
-        ),
-        train_cfg=dict(
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='FocalLossCost', weight=2.0),
-                    dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-                    dict(type='IoUCost', iou_mode='giou', weight=2.0),
-                ],
-            )
-        ),
-        test_cfg=dict(max_per_img=10),
-    )
-    cfg.update(kwargs)
-    return cfg
+        model['decoder']['num_align_layers'] = 1
+    model['bbox_head']['num_pred_layer'] = num_layers + 1
+    model.update(kwargs)
+    return model
 
 
-def tiny_swin_v2_parts(embed_dims: int = 32, swin_dims: int = 16) -> dict:
-    """``backbone``, ``neck`` and ``data_preprocessor`` of the official
-    IA-DETR layout, scaled down: mmpretrain's Swin V2 with a global last stage
-    (``GlobalSwinTransformerV2``, registered by ``xattn_mm.cls``), its
-    stride-32 output upsampled to stride 16 by one transposed convolution,
-    then the 1x1 conv + GroupNorm input projection. The canvas is padded to
-    a multiple of 32, the deepest stride.
-
-    Args:
-        embed_dims (int): Transformer channels. Defaults to 32.
-        swin_dims (int): Swin stem channels; the last stage has 8x.
-            Defaults to 16.
+def tiny_swin_v2_parts() -> dict:
+    """``backbone``, ``neck`` and ``data_preprocessor`` of the shipped Swin
+    V2 model (``_base_/models/ia_detr_swinv2-s.py``: mmpretrain's Swin V2
+    with a global last stage, its stride-32 output upsampled to stride 16,
+    the 1x1 conv + GroupNorm input projection, the canvas padded to 32)
+    shrunk as :func:`tiny_ia_detr_cfg` is: 16 stem channels, 4 x 4 windows.
 
     Returns:
         dict: Overrides for :func:`tiny_ia_detr_cfg`.
     """
-    norm = dict(type='LN', eps=1e-6)  # the official LayerNorms
-    base = tiny_ia_detr_cfg(embed_dims=embed_dims)
-    return dict(
-        data_preprocessor=dict(base['data_preprocessor'], pad_size_divisor=32),
-        backbone=dict(
-            type='mmpretrain.GlobalSwinTransformerV2',
-            arch=dict(
-                embed_dims=swin_dims,
-                depths=[2, 2, 2, 2],
-                num_heads=[1, 2, 2, 4],
-                extra_norm_every_n_blocks=0,
-            ),
-            window_size=4,
-            pretrained_window_sizes=[4, 4, 4, 2],
-            out_indices=(3,),
-            pad_small_map=True,
-            norm_cfg=norm,
-            patch_cfg=dict(norm_cfg=norm),
-            stage_cfgs=dict(
-                block_cfgs=dict(norm_cfg=norm),
-                downsample_cfg=dict(use_post_norm=True, norm_cfg=norm),
-            ),
-        ),
-        neck=dict(
-            type='SequentialNeck',
-            necks=[
-                dict(type='TransposedConvUpsample', in_channels=8 * swin_dims),
-                dict(base['neck'], in_channels=[4 * swin_dims]),
-            ],
-        ),
-    )
+    model = shrink(shipped_config('_base_/models/ia_detr_swinv2-s.py').model)
+    return {
+        key: model[key].to_dict()
+        for key in ('backbone', 'neck', 'data_preprocessor')
+    }
 
 
 def one_shot_batch(

@@ -1,184 +1,34 @@
 # One-shot COCO (docs/protocols.md): train on train2017 pairs of the 60
-# seen classes of a split, test on val2017 pairs of its 20 unseen classes,
-# five exemplar draws, AP50 (101-point). Split 1 here; the configs of the
-# other splits override `split` in the three dataloaders.
-#
-# Pipelines: the official IA-DETR mapper serves VOC and COCO alike; see
-# configs/_base_/datasets/voc_oneshot.py for the mapping to mmdet
-# transforms and where it departs from the official code.
+# seen classes of a split, test on val2017 pairs of its 20 unseen classes;
+# pipelines, draws and metric from ./oneshot_detection.py. Split 1 here;
+# the configs of the other splits override `split` in the dataloaders.
+_base_ = './oneshot_detection.py'
+
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
-backend_args = None
-
-short_then_cap = [(512, 400), (512, 480), (512, 512), (512, 512)]
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [
-                dict(
-                    type='RandomChoiceResize',
-                    scales=short_then_cap,
-                    keep_ratio=True,
-                )
-            ],
-            [
-                dict(
-                    type='RandomChoiceResize',
-                    # short side exactly 400 / 480 / 512 (long side free)
-                    scales=[(4200, 400), (4200, 480), (4200, 512)],
-                    keep_ratio=True,
-                ),
-                dict(
-                    type='RandomCrop',
-                    crop_type='absolute_range',
-                    crop_size=(384, 512),
-                    allow_negative_crop=True,
-                ),
-                dict(
-                    type='RandomChoiceResize',
-                    scales=short_then_cap,
-                    keep_ratio=True,
-                ),
-            ],
-        ],
-    ),
-    dict(type='PackOneShotInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(512, 512), keep_ratio=True),
-    # after the resize, so that the boxes stay in original coordinates
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackOneShotInputs'),
-]
-exemplar_train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-    dict(type='Resize', scale=(300, 300), keep_ratio=False, backend='pillow'),
-    dict(
-        type='ExemplarColorJitter',
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.4,
-        hue=0.1,
-        prob=0.3,
-    ),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomPerspective', distortion_scale=0.5, prob=0.5),
-    dict(
-        type='RandomGrayscale',
-        prob=0.4,
-        keep_channels=True,
-        channel_weights=(0.114, 0.587, 0.299),
-    ),
-    dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-]
-exemplar_test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-    dict(type='Resize', scale=(300, 300), keep_ratio=False, backend='pillow'),
-]
-
-# Stage-1 pretraining pairs (the official "upretrain", make_self_det_transforms
-# and get_query_transforms in data/dataset_mappers/
-# pascalvoc_dataset_mapper_up.py): the exemplar is a random patch of the
-# target (RandomPatchExemplar), resized to short side 510 / long side at
-# most 512 and colour-augmented (jitter p 0.8, grayscale p 0.2, blur p 0.5)
-# through a KeyMapper on `exemplar_img`; the target is resized to short side
-# 400..640, long side at most 642, without flip. The KeyMapper hides the
-# target's boxes (`...`) from the exemplar transforms.
-stage1_train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='RandomPatchExemplar', min_size=8),
-    dict(
-        type='KeyMapper',
-        mapping=dict(img='exemplar_img', gt_bboxes=...),
-        auto_remap=True,
-        transforms=[
-            dict(
-                type='Resize',
-                scale=(512, 510),
-                keep_ratio=True,
-                backend='pillow',
-            ),
-            dict(
-                type='ExemplarColorJitter',
-                brightness=0.4,
-                contrast=0.4,
-                saturation=0.4,
-                hue=0.1,
-                prob=0.8,
-            ),
-            dict(
-                type='RandomGrayscale',
-                prob=0.2,
-                keep_channels=True,
-                channel_weights=(0.114, 0.587, 0.299),
-            ),
-            dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-        ],
-    ),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(642, s) for s in (400, 480, 512, 544, 576, 608, 640)],
-        keep_ratio=True,
-    ),
-    dict(type='PackOneShotInputs'),
-]
-# OneShotDataset needs an exemplar image; RandomPatchExemplar replaces it.
-stage1_exemplar_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-]
-
+coco = dict(
+    type=dataset_type, data_root=data_root, backend_args=_base_.backend_args
+)
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='OneShotDataset',
         split='coco1',
         dataset=dict(
-            type=dataset_type,
-            data_root=data_root,
+            coco,
             ann_file='annotations/instances_train2017.json',
             data_prefix=dict(img='train2017/'),
             filter_cfg=dict(filter_empty_gt=True),
-            backend_args=backend_args,
         ),
-        pipeline=train_pipeline,
-        exemplar_pipeline=exemplar_train_pipeline,
-    ),
+    )
 )
 val_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='OneShotDataset',
         split='coco1',
-        test_mode=True,
-        test_classes='unseen',
-        draws=(0, 1, 2, 3, 4),
         dataset=dict(
-            type=dataset_type,
-            data_root=data_root,
+            coco,
             ann_file='annotations/instances_val2017.json',
             data_prefix=dict(img='val2017/'),
             test_mode=True,
-            backend_args=backend_args,
         ),
-        pipeline=test_pipeline,
-        exemplar_pipeline=exemplar_test_pipeline,
-    ),
+    )
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type='OneShotCocoMetric', ap_mode='coco101')
-test_evaluator = val_evaluator

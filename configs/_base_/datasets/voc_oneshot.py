@@ -1,157 +1,15 @@
 # One-shot PASCAL VOC (docs/protocols.md): train on VOC2007 + VOC2012
 # trainval pairs of the 16 seen classes, test on VOC2007 test pairs of the
-# 4 unseen classes, five exemplar draws, AP50 (101-point, as the official
-# evaluator's interpolation).
-#
-# Target pipelines: the official IA-DETR mapper (make_self_det_transforms in
-# datasets/dataset_mappers/pascalvoc_dataset_mapper_ix.py) with mmdet
-# transforms. Training: horizontal flip, then either a resize (short side
-# 400 / 480 / 512 / 544, long side at most 512) or a resize (short side
-# 400 / 480 / 512), a random crop of 384..512 px per side and the first
-# resize again. A short side of 544 with the long side capped at 512 always
-# ends with the long side at 512, as 512 does, so (512, 512) is listed twice
-# to keep the four choices equally likely. Differences: mmcv rounds sizes to
-# the nearest pixel (the official code truncates), and the crop keeps boxes
-# of positive area (the official one, area > 1 px^2). Test: long side 512.
-# Exemplar pipelines: the official get_query_transforms, verbatim from
-# xattn_mm/det/datasets/transforms/exemplar_augment.py.
+# 4 unseen classes; pipelines, draws and metric from ./oneshot_detection.py.
+_base_ = './oneshot_detection.py'
+
 dataset_type = 'VOCDataset'
 data_root = 'data/VOCdevkit/'
-backend_args = None
-
-short_then_cap = [(512, 400), (512, 480), (512, 512), (512, 512)]
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [
-                dict(
-                    type='RandomChoiceResize',
-                    scales=short_then_cap,
-                    keep_ratio=True,
-                )
-            ],
-            [
-                dict(
-                    type='RandomChoiceResize',
-                    # short side exactly 400 / 480 / 512 (long side free)
-                    scales=[(4200, 400), (4200, 480), (4200, 512)],
-                    keep_ratio=True,
-                ),
-                dict(
-                    type='RandomCrop',
-                    crop_type='absolute_range',
-                    crop_size=(384, 512),
-                    allow_negative_crop=True,
-                ),
-                dict(
-                    type='RandomChoiceResize',
-                    scales=short_then_cap,
-                    keep_ratio=True,
-                ),
-            ],
-        ],
-    ),
-    dict(type='PackOneShotInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(512, 512), keep_ratio=True),
-    # after the resize, so that the boxes stay in original coordinates
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackOneShotInputs'),
-]
-exemplar_train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-    dict(type='Resize', scale=(300, 300), keep_ratio=False, backend='pillow'),
-    dict(
-        type='ExemplarColorJitter',
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.4,
-        hue=0.1,
-        prob=0.3,
-    ),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomPerspective', distortion_scale=0.5, prob=0.5),
-    dict(
-        type='RandomGrayscale',
-        prob=0.4,
-        keep_channels=True,
-        channel_weights=(0.114, 0.587, 0.299),
-    ),
-    dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-]
-exemplar_test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-    dict(type='Resize', scale=(300, 300), keep_ratio=False, backend='pillow'),
-]
-
-# Stage-1 pretraining pairs (the official "upretrain", make_self_det_transforms
-# and get_query_transforms in data/dataset_mappers/
-# pascalvoc_dataset_mapper_up.py): the exemplar is a random patch of the
-# target (RandomPatchExemplar), resized to short side 510 / long side at
-# most 512 and colour-augmented (jitter p 0.8, grayscale p 0.2, blur p 0.5)
-# through a KeyMapper on `exemplar_img`; the target is resized to short side
-# 400..640, long side at most 642, without flip. The KeyMapper hides the
-# target's boxes (`...`) from the exemplar transforms.
-stage1_train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='RandomPatchExemplar', min_size=8),
-    dict(
-        type='KeyMapper',
-        mapping=dict(img='exemplar_img', gt_bboxes=...),
-        auto_remap=True,
-        transforms=[
-            dict(
-                type='Resize',
-                scale=(512, 510),
-                keep_ratio=True,
-                backend='pillow',
-            ),
-            dict(
-                type='ExemplarColorJitter',
-                brightness=0.4,
-                contrast=0.4,
-                saturation=0.4,
-                hue=0.1,
-                prob=0.8,
-            ),
-            dict(
-                type='RandomGrayscale',
-                prob=0.2,
-                keep_channels=True,
-                channel_weights=(0.114, 0.587, 0.299),
-            ),
-            dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-        ],
-    ),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(642, s) for s in (400, 480, 512, 544, 576, 608, 640)],
-        keep_ratio=True,
-    ),
-    dict(type='PackOneShotInputs'),
-]
-# OneShotDataset needs an exemplar image; RandomPatchExemplar replaces it.
-stage1_exemplar_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CropExemplar'),
-]
-
-voc = dict(type=dataset_type, data_root=data_root, backend_args=backend_args)
+voc = dict(
+    type=dataset_type, data_root=data_root, backend_args=_base_.backend_args
+)
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='OneShotDataset',
         split='voc',
         dataset=dict(
             type='ConcatDataset',
@@ -161,44 +19,24 @@ train_dataloader = dict(
             datasets=[
                 dict(
                     voc,
-                    ann_file='VOC2007/ImageSets/Main/trainval.txt',
-                    data_prefix=dict(sub_data_root='VOC2007/'),
+                    ann_file=f'VOC{year}/ImageSets/Main/trainval.txt',
+                    data_prefix=dict(sub_data_root=f'VOC{year}/'),
                     filter_cfg=dict(filter_empty_gt=True),
-                ),
-                dict(
-                    voc,
-                    ann_file='VOC2012/ImageSets/Main/trainval.txt',
-                    data_prefix=dict(sub_data_root='VOC2012/'),
-                    filter_cfg=dict(filter_empty_gt=True),
-                ),
+                )
+                for year in (2007, 2012)
             ],
         ),
-        pipeline=train_pipeline,
-        exemplar_pipeline=exemplar_train_pipeline,
-    ),
+    )
 )
 val_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='OneShotDataset',
         split='voc',
-        test_mode=True,
-        test_classes='unseen',
-        draws=(0, 1, 2, 3, 4),
         dataset=dict(
             voc,
             ann_file='VOC2007/ImageSets/Main/test.txt',
             data_prefix=dict(sub_data_root='VOC2007/'),
             test_mode=True,
         ),
-        pipeline=test_pipeline,
-        exemplar_pipeline=exemplar_test_pipeline,
-    ),
+    )
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type='OneShotCocoMetric', ap_mode='coco101')
-test_evaluator = val_evaluator

@@ -5,13 +5,16 @@
 # 512, linear deltas), two-stage proposals at strides 8..64, 300 one-to-one
 # + 1500 one-to-many queries (k = 6), focal / L1 / GIoU losses 2 / 5 / 2.
 # Official flags: configs/stage2_pascalvoc.sh in github Bissmella/IA-DETR.
-# Configs using it need custom_imports of xattn_mm.det and xattn_mm.cls.
 #
 # The backbone starts from the Swin V2-S MIM-pretrained weights (Plain-DETR's
 # swinv2_small_1k_500k_mim_pt.pth) in mmpretrain's SwinTransformerV2 layout
 # (keys `backbone.*`); nothing is downloaded.
 pretrained = 'checkpoints/swinv2_small_1k_500k_mim_pt_mmpretrain.pth'
 ln = dict(type='LN', eps=1e-6)  # the official LayerNorms
+# IADETR and its parts (xattn_mm.det), GlobalSwinTransformerV2 (xattn_mm.cls)
+custom_imports = dict(
+    imports=['xattn_mm.det', 'xattn_mm.cls'], allow_failed_imports=False
+)
 model = dict(
     type='IADETR',
     num_queries=300,

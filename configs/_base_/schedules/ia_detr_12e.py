@@ -9,7 +9,8 @@
 #   MLPs and logit scales, and the level embedding (the official
 #   wd_norm_names with wd_norm_mult 0);
 # - linear warm-up over the first 1000 iterations, lr x 0.1 from the 12th
-#   epoch (epoch index 11) on; 12 epochs;
+#   epoch (epoch index 11) on; 12 epochs (the official stage-2 script runs
+#   14, with the lr drop after 11);
 # - the backbone is frozen from epoch index 2 on (FreezeBackboneHook).
 # Batch 16 in total (8 GPUs x 2 images, the official --batch_size 16).
 optim_wrapper = dict(

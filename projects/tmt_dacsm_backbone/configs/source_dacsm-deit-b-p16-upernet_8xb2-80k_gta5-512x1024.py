@@ -3,7 +3,7 @@
 # in place of the ImageNet ViT-B/16.
 _base_ = [
     '../../../configs/tmt/source_vit-b16-upernet_8xb2-80k_gta5-512x1024.py',
-    './dacsm_backbone.py',
+    './_base_/dacsm_backbone.py',
 ]
 custom_imports = dict(
     imports=['xattn_mm.seg', 'mmpretrain.models'], allow_failed_imports=False

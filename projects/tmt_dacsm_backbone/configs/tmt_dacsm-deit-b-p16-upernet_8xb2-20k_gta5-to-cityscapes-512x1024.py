@@ -4,7 +4,7 @@
 _base_ = [
     '../../../configs/tmt/'
     'tmt_vit-b16-upernet_8xb2-20k_gta5-to-cityscapes-512x1024.py',
-    './dacsm_backbone.py',
+    './_base_/dacsm_backbone.py',
 ]
 custom_imports = dict(
     imports=['xattn_mm.seg', 'mmpretrain.models'], allow_failed_imports=False

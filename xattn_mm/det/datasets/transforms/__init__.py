@@ -3,8 +3,6 @@ from .exemplar_augment import (
     RandomGaussianBlur,
     RandomPerspective,
     adjust_color_jitter,
-    exemplar_test_pipeline,
-    exemplar_train_pipeline,
     gaussian_blur,
     warp_perspective,
 )
@@ -18,8 +16,6 @@ __all__ = [
     'RandomPatchExemplar',
     'RandomPerspective',
     'adjust_color_jitter',
-    'exemplar_test_pipeline',
-    'exemplar_train_pipeline',
     'gaussian_blur',
     'warp_perspective',
 ]

@@ -15,9 +15,9 @@ and at test time only ``Resize((300, 300))``. The resize comes first, so the
 perspective and blur magnitudes (in pixels) are those of a 300x300 image.
 
 The mmcv-convention (HxWx3 uint8 BGR ``results['img']``) pipelines that
-reproduce it are :func:`exemplar_train_pipeline` and
-:func:`exemplar_test_pipeline`; the IA-DETR dataset configs spell them out
-(``tests/test_configs.py`` checks that they match).
+reproduce it are ``exemplar_train_pipeline`` and ``exemplar_test_pipeline``
+of ``configs/_base_/datasets/oneshot_detection.py``
+(``tests/test_det/test_exemplar_augment.py`` runs them).
 
 ``Resize``, ``RandomFlip`` and ``RandomGrayscale`` are the host (mmcv /
 mmdet) transforms; ``backend='pillow'`` makes the resize PIL's antialiased
@@ -427,54 +427,3 @@ class RandomGaussianBlur(BaseTransform):
         return (
             f'{self.__class__.__name__}(sigma={self.sigma}, prob={self.prob})'
         )
-
-
-def exemplar_train_pipeline(size: Tuple[int, int] = (300, 300)) -> List[dict]:
-    """The IA-DETR training exemplar pipeline (see the module docstring).
-
-    Args:
-        size (tuple[int, int]): Exemplar (w, h). Defaults to (300, 300).
-
-    Returns:
-        list[dict]: Transform configs, for ``OneShotDataset``'s
-        ``exemplar_pipeline`` in the ``mmdet`` scope.
-    """
-    return [
-        dict(type='LoadImageFromFile'),
-        dict(type='CropExemplar'),
-        dict(type='Resize', scale=size, keep_ratio=False, backend='pillow'),
-        dict(
-            type='ExemplarColorJitter',
-            brightness=0.4,
-            contrast=0.4,
-            saturation=0.4,
-            hue=0.1,
-            prob=0.3,
-        ),
-        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-        dict(type='RandomPerspective', distortion_scale=0.5, prob=0.5),
-        dict(
-            type='RandomGrayscale',
-            prob=0.4,
-            keep_channels=True,
-            channel_weights=(0.114, 0.587, 0.299),
-        ),
-        dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
-    ]
-
-
-def exemplar_test_pipeline(size: Tuple[int, int] = (300, 300)) -> List[dict]:
-    """The IA-DETR test exemplar pipeline: load, crop, resize.
-
-    Args:
-        size (tuple[int, int]): Exemplar (w, h). Defaults to (300, 300).
-
-    Returns:
-        list[dict]: Transform configs, for ``OneShotDataset``'s
-        ``exemplar_pipeline`` in the ``mmdet`` scope.
-    """
-    return [
-        dict(type='LoadImageFromFile'),
-        dict(type='CropExemplar'),
-        dict(type='Resize', scale=size, keep_ratio=False, backend='pillow'),
-    ]

@@ -1,5 +1,5 @@
 # Stage 1 of the demo: random-patch pretraining on the synthetic images.
-_base_ = './synthetic_oneshot.py'
+_base_ = './ia-detr_r18-s8_1xb8-8e_synthetic-oneshot.py'
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

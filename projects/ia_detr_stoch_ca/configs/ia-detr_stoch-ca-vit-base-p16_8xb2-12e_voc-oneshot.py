@@ -1,10 +1,10 @@
 # IA-DETR on one-shot PASCAL VOC with a StochCA-wrapped mmpretrain ViT-B/16
 # backbone (projects/ia_detr_stoch_ca/README.md). The IA-DETR side is
-# configs/ia_detr/ia_detr_r50_12e_voc_oneshot.py (data, protocol, decoder,
+# configs/ia_detr/ia-detr_r50_8xb2-12e_voc-oneshot.py (data, protocol, decoder,
 # losses, schedule); only the backbone, its neck and the backbone freezing
 # change. Cross-host: the backbone types live in mmpretrain's registry
 # ('mmpretrain.' prefix) and both xattn_mm subpackages are imported.
-_base_ = ['../../../configs/ia_detr/ia_detr_r50_12e_voc_oneshot.py']
+_base_ = ['../../../configs/ia_detr/ia-detr_r50_8xb2-12e_voc-oneshot.py']
 custom_imports = dict(
     imports=['xattn_mm.det', 'xattn_mm.cls'], allow_failed_imports=False
 )

@@ -7,17 +7,16 @@
 # official stage 1 also trains base-class boxes on a second logit channel
 # with a contrastive loss; xattn_mm trains on the patch box only
 # (docs/ia_detr.md, difference 4). Validation: the one-shot test of
-# voc_oneshot.py, once at the end.
-_base_ = './voc_oneshot.py'
+# stage 2, once at the end.
+_base_ = './ia-detr_swinv2-s_8xb2-12e_voc-oneshot.py'
 
 load_from = None
-max_epochs = 30
 model = dict(freeze_backbone=True)
 train_dataloader = dict(
     dataset=dict(
-        pipeline={{_base_.stage1_train_pipeline}},
-        exemplar_pipeline={{_base_.stage1_exemplar_pipeline}},
+        pipeline=_base_.stage1_train_pipeline,
+        exemplar_pipeline=_base_.stage1_exemplar_pipeline,
     )
 )
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+train_cfg = dict(max_epochs=30, val_interval=30)
 custom_hooks = []  # the backbone is frozen throughout

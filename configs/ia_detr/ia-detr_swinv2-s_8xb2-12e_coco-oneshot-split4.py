@@ -1,0 +1,12 @@
+# IA-DETR on one-shot COCO, split 4 (unseen: the categories whose index
+# 1..80 is 0 mod 4): the split-1 config with the split and its stage-1
+# checkpoint changed. Also reachable as coco_oneshot_split4.py.
+_base_ = './ia-detr_swinv2-s_8xb2-12e_coco-oneshot-split1.py'
+
+load_from = (
+    'work_dirs/ia-detr_swinv2-s_8xb3-30e-stage1_coco-oneshot-split4/'
+    'epoch_30.pth'
+)
+train_dataloader = val_dataloader = test_dataloader = dict(
+    dataset=dict(split='coco4')
+)
