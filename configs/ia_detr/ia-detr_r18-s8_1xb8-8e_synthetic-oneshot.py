@@ -67,8 +67,6 @@ model = dict(
     ),
     bbox_head=dict(
         embed_dims=embed_dims,
-        num_pred_layer=4,
-        num_queries_one2one=30,
         k_one2many=2,
     ),
     test_cfg=dict(max_per_img=30),

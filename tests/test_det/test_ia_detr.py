@@ -130,10 +130,18 @@ def test_frozen_backbone_mode():
 
 
 def test_invalid_configuration_and_inputs():
+    # The detector derives these head settings, as DeformableDETR does.
+    for key, value in (('num_pred_layer', 3), ('as_two_stage', True)):
+        cfg = tiny_ia_detr_cfg()
+        cfg['bbox_head'][key] = value
+        with pytest.raises(AssertionError, match='detector.__init__'):
+            MODELS.build(cfg)
     cfg = tiny_ia_detr_cfg()
-    cfg['bbox_head']['num_pred_layer'] = 2
-    with pytest.raises(ValueError, match='num_pred_layer'):
+    cfg['bbox_head']['num_queries_one2one'] = 10
+    with pytest.raises(ValueError, match='num_queries_one2one'):
         MODELS.build(cfg)
+    with pytest.raises(ValueError, match='with_box_refine'):
+        MODELS.build(tiny_ia_detr_cfg(with_box_refine=False))
     with pytest.raises(ValueError, match='num_queries'):
         MODELS.build(tiny_ia_detr_cfg(num_queries=0))
     model = build()
@@ -141,6 +149,34 @@ def test_invalid_configuration_and_inputs():
         model.extract_feat(torch.zeros(1, 3, 32, 32))
     with pytest.raises(TypeError, match='dict\\(target'):
         model.data_preprocessor(dict(inputs=[torch.zeros(3, 8, 8)]), False)
+
+
+def test_num_queries_sets_the_one_to_one_split_everywhere(monkeypatch):
+    # As --cfg-options model.num_queries=12 on a shipped config would.
+    model = build(num_queries=12, num_queries_one2many=13)
+    assert model.bbox_head.num_queries_one2one == 12
+    assert model.bbox_head.num_pred_layer == model.decoder.num_layers + 1
+    assert model.query_embedding.num_embeddings == 12 + 13
+    seen = {}
+    decode = model.forward_decoder
+
+    def spy(**kwargs):
+        seen['groups'] = kwargs['self_attn_groups']
+        seen['queries'] = kwargs['query'].shape[1]
+        return decode(**kwargs)
+
+    monkeypatch.setattr(model, 'forward_decoder', spy)
+    data = model.data_preprocessor(one_shot_batch(), True)
+    losses = model(**data, mode='loss')
+    # the self-attention mask separates 12 from 13, the loss matches the 12
+    # one-to-one and the 13 one-to-many
+    assert seen == dict(groups=(12, 13), queries=25)
+    assert 'loss_cls' in losses and 'loss_cls_one2many' in losses
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(one_shot_batch(), False)
+        model(**data, mode='predict')
+    assert seen == dict(groups=None, queries=12)
 
 
 def loss_and_predict(model):
@@ -248,22 +284,22 @@ def test_exemplar_aware_encoder_conditions_the_proposals():
     data = model.data_preprocessor(batch, False)
     feats = model.extract_feat(data['inputs'])
     enc_in, _ = model.pre_transformer(feats, data['data_samples'])
-    memory = model.forward_encoder(**enc_in)
+    memory = model.forward_encoder(**enc_in)['memory']
     assert memory.shape == enc_in['feat'].shape
     # The target tokens now depend on the exemplar ...
     other = dict(enc_in, exemplar_memory=enc_in['exemplar_memory'].flip(0))
-    assert not torch.allclose(memory, model.forward_encoder(**other))
+    assert not torch.allclose(memory, model.forward_encoder(**other)['memory'])
     # ... but not on the exemplar's padding, which is never attended.
     padded = enc_in['exemplar_mask']
     assert padded.any()
     noisy = enc_in['exemplar_memory'].masked_fill(padded[..., None], 7.0)
     torch.testing.assert_close(
         memory,
-        model.forward_encoder(**dict(enc_in, exemplar_memory=noisy)),
+        model.forward_encoder(**dict(enc_in, exemplar_memory=noisy))['memory'],
     )
     # Without an encoder the target tokens pass through.
     plain = build()
-    assert plain.forward_encoder(**enc_in) is enc_in['feat']
+    assert plain.forward_encoder(**enc_in)['memory'] is enc_in['feat']
     model.train()
     losses = model(**model.data_preprocessor(batch, True), mode='loss')
     sum(losses.values()).backward()

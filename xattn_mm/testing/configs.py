@@ -196,9 +196,7 @@ def _shrink_detector(model: dict) -> None:
         enc['cross_attn_cfg'].update(embed_dims=DIMS, num_heads=heads)
         enc['ffn_cfg'].update(embed_dims=DIMS, feedforward_channels=64)
     model.update(num_queries=10, num_queries_one2many=20)
-    model['bbox_head'].update(embed_dims=DIMS, num_pred_layer=3)
-    if 'num_queries_one2one' in model['bbox_head']:
-        model['bbox_head']['num_queries_one2one'] = 10
+    model['bbox_head']['embed_dims'] = DIMS
     model['test_cfg']['max_per_img'] = 10
 
 

@@ -56,7 +56,6 @@ def tiny_ia_detr_cfg(
     model['decoder'].update(type=decoder_type, num_layers=num_layers)
     if decoder_type == 'DoubleCrossAttentionDecoder':
         model['decoder']['num_align_layers'] = 1
-    model['bbox_head']['num_pred_layer'] = num_layers + 1
     model.update(kwargs)
     return model
 

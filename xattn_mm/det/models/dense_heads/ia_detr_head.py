@@ -22,7 +22,8 @@ class IADETRHead(DeformableDETRHead):
 
     Args:
         num_queries_one2one (int): The first queries, matched one-to-one;
-            the rest (if any) are matched one-to-many. Defaults to 300.
+            the rest (if any) are matched one-to-many. :class:`IADETR` sets
+            it to its ``num_queries`` (a config must not). Defaults to 300.
         k_one2many (int): Ground truth repeats for the one-to-many match.
             Defaults to 6.
         lambda_one2many (float): Weight of the one-to-many losses.

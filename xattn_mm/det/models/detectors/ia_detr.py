@@ -1,10 +1,12 @@
 """IA-DETR: one-shot detection with indirect attention (arXiv 2509.26015)."""
 
+import copy
 import math
 from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmdet.models.detectors import DeformableDETR
 from mmdet.models.detectors.base_detr import DetectionTransformer
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.models.layers.transformer import (
@@ -21,16 +23,19 @@ from torch import Tensor, nn
 from ..layers.resample import resample_stack, stride_steps
 
 
-def _valid_ratios(mask: Tensor) -> Tensor:
-    """(w, h) fraction of each map that is not padding; mask (B, H, W)."""
-    valid_h = (~mask[:, :, 0]).sum(1).float() / mask.shape[1]
-    valid_w = (~mask[:, 0, :]).sum(1).float() / mask.shape[2]
-    return torch.stack([valid_w, valid_h], -1)
-
-
 @MODELS.register_module()
-class IADETR(DetectionTransformer):
+class IADETR(DeformableDETR):
     """IA-DETR: detect every instance of the exemplar's class in the target.
+
+    mmdet's two-stage Deformable DETR template with box refinement (always:
+    ``as_two_stage`` and ``with_box_refine`` are set here, and the head's
+    ``num_pred_layer``, ``as_two_stage``, ``share_pred_layer`` and
+    ``num_queries_one2one`` are derived from the detector, as
+    ``DeformableDETR`` derives its head's), on one feature level: its
+    ``get_valid_ratio`` and ``gen_encoder_output_proposals`` (proposals of
+    size 0.05 * 2**level, valid in the 0.01..0.99 band) serve unchanged;
+    the encoder and decoder are IA-DETR's (below), so ``_init_layers`` and
+    ``init_weights`` are this class's.
 
     The backbone, neck (a 1x1 conv + GroupNorm input projection) and sine
     positions are shared by the target and the exemplar, which arrive on one
@@ -79,6 +84,10 @@ class IADETR(DetectionTransformer):
         **kwargs: :class:`~mmdet.models.detectors.DetectionTransformer`
             arguments (``backbone``, ``neck``, ``decoder``, ``bbox_head``,
             ``positional_encoding``, ``train_cfg``, ``test_cfg``, ...).
+
+    Raises:
+        ValueError: ``bbox_head`` sets a key the detector derives, or the
+            config sets one of ``DeformableDETR``'s switches.
     """
 
     def __init__(
@@ -100,11 +109,37 @@ class IADETR(DetectionTransformer):
                     f'{name} must be a positive int (or 0 for '
                     f'num_queries_one2many), got {value!r}.'
                 )
+        fixed = {'with_box_refine', 'as_two_stage', 'num_feature_levels'}
+        if fixed & set(kwargs):
+            raise ValueError(
+                f'IADETR sets {sorted(fixed & set(kwargs))} itself (two-stage '
+                'query selection and box refinement on one feature level); '
+                'remove them from the config.'
+            )
+        bbox_head = kwargs.get('bbox_head')
+        if bbox_head is not None:
+            if 'num_queries_one2one' in bbox_head:
+                raise ValueError(
+                    'bbox_head.num_queries_one2one is derived from the '
+                    "detector's num_queries; remove it from the config."
+                )
+            # a copy: the config the model was built from stays as written
+            # (a checkpoint's config rebuilds the same model)
+            kwargs['bbox_head'] = dict(
+                copy.deepcopy(bbox_head), num_queries_one2one=num_queries
+            )
         self.num_queries_one2many = num_queries_one2many
         self.feat_stride = feat_stride
         self.proposal_strides = tuple(proposal_strides)
         self.freeze_backbone = freeze_backbone
-        super().__init__(*args, num_queries=num_queries, **kwargs)
+        super().__init__(
+            *args,
+            num_queries=num_queries,
+            with_box_refine=True,
+            as_two_stage=True,
+            num_feature_levels=1,
+            **kwargs,
+        )
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 
@@ -123,13 +158,6 @@ class IADETR(DetectionTransformer):
             raise ValueError(
                 'positional_encoding.num_feats * 2 must equal the decoder '
                 f'embed_dims ({c}), got {self.positional_encoding.num_feats}.'
-            )
-        num_pred = self.bbox_head.num_pred_layer
-        if num_pred != self.decoder.num_layers + 1:
-            raise ValueError(
-                f'bbox_head.num_pred_layer must be decoder num_layers + 1 '
-                f'({self.decoder.num_layers + 1}: one branch per layer and '
-                f'one for the proposals), got {num_pred}.'
             )
         self.level_embed = nn.Parameter(torch.zeros(1, c))
         self.memory_trans_fc = nn.Linear(c, c)
@@ -151,8 +179,10 @@ class IADETR(DetectionTransformer):
 
     def init_weights(self) -> None:
         """Xavier for the transformer glue, normal level embedding; the
-        decoder and head initialise themselves (as the official model)."""
-        super().init_weights()
+        decoder and head initialise themselves (as the official model), so
+        ``DeformableDETR``'s xavier pass over its encoder and decoder is
+        skipped."""
+        DetectionTransformer.init_weights(self)
         for module in (
             self.memory_trans_fc,
             self.pos_trans_fc,
@@ -355,20 +385,6 @@ class IADETR(DetectionTransformer):
                 dropped |= clash[i]
         return merged[index.new_tensor(keep)]
 
-    def forward_transformer(
-        self,
-        img_feats: Tuple[Tensor, Tensor],
-        batch_data_samples: OptSampleList = None,
-    ) -> Dict:
-        encoder_inputs, decoder_inputs = self.pre_transformer(
-            img_feats, batch_data_samples
-        )
-        decoder_inputs['memory'] = self.forward_encoder(**encoder_inputs)
-        tmp_dec_in, head_inputs = self.pre_decoder(**decoder_inputs)
-        decoder_inputs.update(tmp_dec_in)
-        head_inputs.update(self.forward_decoder(**decoder_inputs))
-        return head_inputs
-
     def pre_transformer(
         self,
         img_feats: Tuple[Tensor, Tensor],
@@ -417,50 +433,63 @@ class IADETR(DetectionTransformer):
             exemplar_pos=flat(exemplar_pos),
             exemplar_mask=exemplar_mask.flatten(1),
         )
+        memory_mask, spatial_shape = memory_mask.flatten(1), (h, w)
         encoder_inputs = dict(
-            feat=flat(target), feat_pos=memory_pos, **exemplar_inputs
+            feat=flat(target),
+            feat_mask=memory_mask,
+            feat_pos=memory_pos,
+            spatial_shape=spatial_shape,
+            **exemplar_inputs,
         )
         decoder_inputs = dict(
             memory_pos=memory_pos,
-            memory_mask=memory_mask.flatten(1),
+            memory_mask=memory_mask,
             **exemplar_inputs,
-            spatial_shape=(h, w),
-            valid_ratios=_valid_ratios(memory_mask),
+            spatial_shape=spatial_shape,
+            valid_ratios=self.get_valid_ratio(memory_mask.view(batch, h, w)),
         )
         return encoder_inputs, decoder_inputs
 
     def forward_encoder(
         self,
         feat: Tensor,
+        feat_mask: Tensor,
         feat_pos: Tensor,
+        spatial_shape: Tuple[int, int],
         exemplar_memory: Tensor,
         exemplar_pos: Tensor,
         exemplar_mask: Tensor,
-    ) -> Tensor:
+    ) -> Dict:
         """The optional exemplar-aware encoder.
 
         Args:
             feat (Tensor): Target tokens, shape (B, N, C).
+            feat_mask (Tensor): Bool (B, N), True on the target's padding.
             feat_pos (Tensor): Their positions, shape (B, N, C).
+            spatial_shape (tuple[int, int]): (h, w) of the token grid.
             exemplar_memory (Tensor): Exemplar tokens, shape (B, N, C).
             exemplar_pos (Tensor): Their positions, shape (B, N, C).
             exemplar_mask (Tensor): Bool (B, N), True on the exemplar's
                 padding (never attended).
 
         Returns:
-            Tensor: The target tokens, shape (B, N, C); unchanged without
-            an encoder.
+            dict: ``memory`` (B, N, C), the target tokens (unchanged
+            without an encoder), ``memory_mask`` and ``spatial_shape``:
+            the inputs of :meth:`pre_decoder`.
         """
-        if self.encoder is None:
-            return feat
-        return self.encoder(
-            query=feat,
-            key=exemplar_memory,
-            value=exemplar_memory,
-            query_pos=feat_pos,
-            key_pos=exemplar_pos,
-            key_padding_mask=exemplar_mask,
-        )[0]
+        memory = feat
+        if self.encoder is not None:
+            memory = self.encoder(
+                query=feat,
+                key=exemplar_memory,
+                value=exemplar_memory,
+                query_pos=feat_pos,
+                key_pos=exemplar_pos,
+                key_padding_mask=exemplar_mask,
+            )[0]
+        return dict(
+            memory=memory, memory_mask=feat_mask, spatial_shape=spatial_shape
+        )
 
     def _proposals(
         self,
@@ -469,52 +498,55 @@ class IADETR(DetectionTransformer):
         spatial_shape: Tuple[int, int],
     ) -> Tuple[Tensor, Tensor]:
         """Token features and proposal boxes (logits) at every proposal
-        stride: one box per grid cell, size 0.05 * 2**level of the valid
-        region; padded or out-of-range proposals get +inf and zero features.
+        stride: the token grid resampled to each stride
+        (``proposal_projs``), then ``DeformableDETR``'s
+        ``gen_encoder_output_proposals`` over those levels.
+
+        Args:
+            memory (Tensor): Target tokens, shape (B, N, C).
+            memory_mask (Tensor): Bool (B, N), True on padding.
+            spatial_shape (tuple[int, int]): (h, w) of the token grid.
+
+        Returns:
+            tuple[Tensor, Tensor]: Features (B, M, C) and proposals
+            (B, M, 4) of the M cells of all levels; a padded or
+            out-of-band proposal is +inf with zero features.
         """
         batch, _, c = memory.shape
         h, w = spatial_shape
         grid = memory.transpose(1, 2).reshape(batch, c, h, w)
         mask = memory_mask.view(batch, 1, h, w).float()
-        feats, proposals, masks = [], [], []
-        for level, proj in enumerate(self.proposal_projs):
+        feats, masks, shapes = [], [], []
+        for proj in self.proposal_projs:
             feat = proj(grid)
-            lvl_mask = F.interpolate(mask, size=feat.shape[-2:]).bool()[:, 0]
-            lh, lw = feat.shape[-2:]
-            valid = torch.stack(
-                [(~lvl_mask[:, 0, :]).sum(1), (~lvl_mask[:, :, 0]).sum(1)], -1
+            shapes.append(tuple(feat.shape[-2:]))
+            masks.append(
+                F.interpolate(mask, size=shapes[-1]).bool().flatten(1)
             )
-            ys, xs = torch.meshgrid(
-                torch.arange(lh, dtype=memory.dtype, device=memory.device),
-                torch.arange(lw, dtype=memory.dtype, device=memory.device),
-                indexing='ij',
-            )
-            centres = (torch.stack([xs, ys], -1)[None] + 0.5) / valid[
-                :, None, None, :
-            ]
-            sizes = torch.full_like(centres, 0.05 * 2.0**level)
-            proposals.append(torch.cat([centres, sizes], -1).flatten(1, 2))
             feats.append(feat.flatten(2).transpose(1, 2))
-            masks.append(lvl_mask.flatten(1))
-        proposals = torch.cat(proposals, 1)
-        feats, masks = torch.cat(feats, 1), torch.cat(masks, 1)
-        invalid = masks[..., None] | ~(
-            (proposals > 0.01) & (proposals < 0.99)
-        ).all(-1, keepdim=True)
-        proposals = torch.log(proposals / (1 - proposals)).masked_fill(
-            invalid, float('inf')
+        return self.gen_encoder_output_proposals(
+            torch.cat(feats, 1), torch.cat(masks, 1), shapes
         )
-        feats = feats.masked_fill(invalid, 0.0)
-        return self.memory_trans_norm(self.memory_trans_fc(feats)), proposals
 
     def pre_decoder(
         self,
         memory: Tensor,
         memory_mask: Tensor,
         spatial_shape: Tuple[int, int],
-        **kwargs,
     ) -> Tuple[Dict, Dict]:
-        """Two-stage query selection with mixed content queries."""
+        """Two-stage query selection with mixed content queries.
+
+        Args:
+            memory (Tensor): Target tokens, shape (B, N, C).
+            memory_mask (Tensor): Bool (B, N), True on padding.
+            spatial_shape (tuple[int, int]): (h, w) of the token grid.
+
+        Returns:
+            tuple[dict, dict]: The decoder's inputs (``query``,
+            ``query_pos``, ``memory``, ``reference_points``,
+            ``self_attn_groups``, ...) and, in training, the head's
+            proposal outputs.
+        """
         batch = memory.shape[0]
         output_memory, proposals = self._proposals(
             memory, memory_mask, spatial_shape

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
+from mmdet.models.layers.transformer import DetrTransformerDecoderLayer
 from mmdet.models.layers.transformer.utils import inverse_sigmoid
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
@@ -296,44 +297,90 @@ class MisalignedAttentionDecoder(IADETRDecoder):
         super().__init__(*args, layer_cfg=layer_cfg, **kwargs)
 
 
-class AlignmentLayer(BaseModule):
-    """Pre-norm cross-attention from the target's tokens to the exemplar's
-    tokens, then an FFN (one layer of the double cross-attention block).
+class AlignmentLayer(DetrTransformerDecoderLayer):
+    """One layer of the double cross-attention block: mmdet's DETR decoder
+    layer without its self-attention and in pre-norm order, i.e. the
+    target's tokens cross-attend to the exemplar's tokens (queries: target +
+    position, keys: exemplar + position, values: exemplar), then an FFN,
+    each behind a norm and with a residual.
+
+    The cross-attention is :class:`xattn_mm.core.MultiheadAttention` (the
+    project's SDPA routine, batch first); ``cross_attn_cfg``, ``ffn_cfg``,
+    ``norm_cfg`` and ``init_cfg`` are mmdet's.
 
     Args:
-        embed_dims (int): Channels. Defaults to 256.
-        num_heads (int): Heads. Defaults to 8.
-        feedforward_channels (int): FFN hidden channels. Defaults to 2048.
+        cross_attn_cfg (dict): :class:`~xattn_mm.core.MultiheadAttention`
+            arguments (``embed_dims``, ``num_heads``, ...).
+        ffn_cfg (dict): mmcv ``FFN`` arguments. Defaults to 2048 hidden
+            channels.
+        norm_cfg (dict): Norm of both sub-layers. Defaults to LayerNorm.
+        init_cfg (dict, optional): Initialisation. Defaults to None.
     """
 
     def __init__(
         self,
-        embed_dims: int = 256,
-        num_heads: int = 8,
-        feedforward_channels: int = 2048,
+        cross_attn_cfg: dict,
+        ffn_cfg: Optional[dict] = None,
+        norm_cfg: Optional[dict] = None,
+        init_cfg: Optional[dict] = None,
     ) -> None:
-        super().__init__()
-        self.cross_attn = MultiheadAttention(embed_dims, num_heads)
-        self.ffn = FFN(embed_dims, feedforward_channels)
-        self.norms = ModuleList([nn.LayerNorm(embed_dims) for _ in range(2)])
+        cross_attn_cfg = dict(cross_attn_cfg, batch_first=True)
+        ffn = dict(
+            embed_dims=cross_attn_cfg['embed_dims'],
+            feedforward_channels=2048,
+        )
+        super().__init__(
+            self_attn_cfg=dict(batch_first=True),  # unused: no self-attention
+            cross_attn_cfg=cross_attn_cfg,
+            ffn_cfg=dict(ffn, **(ffn_cfg or {})),
+            norm_cfg=norm_cfg or dict(type='LN'),
+            init_cfg=init_cfg,
+        )
+
+    def _init_layers(self) -> None:
+        attn_cfg = dict(self.cross_attn_cfg)
+        attn_cfg.pop('batch_first')  # the core attention is batch first
+        self.cross_attn = MultiheadAttention(**attn_cfg)
+        self.embed_dims = self.cross_attn.embed_dims
+        self.ffn = FFN(**self.ffn_cfg)
+        self.norms = ModuleList(
+            [
+                build_norm_layer(self.norm_cfg, self.embed_dims)[1]
+                for _ in range(2)
+            ]
+        )
 
     def forward(
         self,
-        memory: Tensor,
-        memory_pos: Tensor,
-        exemplar_memory: Tensor,
-        exemplar_pos: Tensor,
-        exemplar_mask: Optional[Tensor],
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        query_pos: Tensor,
+        key_pos: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
     ) -> Tensor:
-        """Align the target tokens (B, N, C) to the exemplar tokens."""
-        x = self.norms[0](memory)
-        memory = memory + self.cross_attn(
-            x + memory_pos,
-            exemplar_memory + exemplar_pos,
-            exemplar_memory,
-            key_padding_mask=exemplar_mask,
+        """Align the target tokens to the exemplar tokens.
+
+        Args:
+            query (Tensor): Target tokens, shape (B, N, C).
+            key (Tensor): Exemplar tokens, shape (B, M, C).
+            value (Tensor): Exemplar tokens, shape (B, M, C).
+            query_pos (Tensor): Target positions, shape (B, N, C).
+            key_pos (Tensor): Exemplar positions, shape (B, M, C).
+            key_padding_mask (Tensor, optional): Bool (B, M), True on the
+                exemplar's padding.
+
+        Returns:
+            Tensor: The aligned target tokens, shape (B, N, C).
+        """
+        x = self.norms[0](query)
+        query = query + self.cross_attn(
+            x + query_pos,
+            key + key_pos,
+            value,
+            key_padding_mask=key_padding_mask,
         )
-        return self.ffn(self.norms[1](memory), identity=memory)
+        return self.ffn(self.norms[1](query), identity=query)
 
 
 @MODELS.register_module()
@@ -345,17 +392,29 @@ class DoubleCrossAttentionDecoder(IADETRDecoder):
     Args:
         num_align_layers (int): Layers of the alignment block.
             Defaults to 6.
+        align_layer_cfg (dict, optional): :class:`AlignmentLayer`
+            arguments. Defaults to the decoder's width and heads and a
+            2048-channel FFN.
         *args, **kwargs: As :class:`IADETRDecoder`.
     """
 
-    def __init__(self, *args, num_align_layers: int = 6, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        num_align_layers: int = 6,
+        align_layer_cfg: Optional[dict] = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         attn = self.layers[0].self_attn
+        cfg = dict(
+            cross_attn_cfg=dict(
+                embed_dims=attn.embed_dims, num_heads=attn.num_heads
+            )
+        )
+        cfg.update(align_layer_cfg or {})
         self.align_layers = ModuleList(
-            [
-                AlignmentLayer(attn.embed_dims, attn.num_heads)
-                for _ in range(num_align_layers)
-            ]
+            [AlignmentLayer(**cfg) for _ in range(num_align_layers)]
         )
 
     def forward(
@@ -376,11 +435,12 @@ class DoubleCrossAttentionDecoder(IADETRDecoder):
         aligned = memory
         for layer in self.align_layers:
             aligned = layer(
-                aligned,
-                memory_pos,
-                exemplar_memory,
-                exemplar_pos,
-                exemplar_mask,
+                query=aligned,
+                key=exemplar_memory,
+                value=exemplar_memory,
+                query_pos=memory_pos,
+                key_pos=exemplar_pos,
+                key_padding_mask=exemplar_mask,
             )
         return super().forward(
             query,
