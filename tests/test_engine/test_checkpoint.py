@@ -24,6 +24,7 @@ from xattn_mm.engine import (
     CheckpointReadError,
     UntrustedCheckpointError,
     checkpoint_policy,
+    export_checkpoint,
     get_random_state,
     install_checkpoint_policy,
     load_checkpoint_file,
@@ -31,7 +32,6 @@ from xattn_mm.engine import (
     uninstall_checkpoint_policy,
 )
 from xattn_mm.engine import checkpoint as policy
-from xattn_mm.engine.tool_utils import export_checkpoint
 from xattn_mm.testing.checkpoints import save_payload_checkpoint
 
 STATE = {'w': torch.arange(4.0)}

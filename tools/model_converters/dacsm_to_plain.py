@@ -18,7 +18,8 @@ from typing import Dict
 
 import torch
 
-from xattn_mm.engine.tool_utils import add_trust_arg, export_checkpoint
+from xattn_mm.engine import export_checkpoint
+from xattn_mm.engine.tool_utils import add_trust_arg
 
 TRAINING_ONLY = ('backbone.cross_logit_scale',)
 

@@ -465,3 +465,24 @@ def checkpoint_policy() -> Iterator[None]:
     finally:
         if installed_here:
             uninstall_checkpoint_policy()
+
+
+def export_checkpoint(
+    src: str, dst: str, trust: bool, convert: Callable[[dict], dict]
+) -> None:
+    """Read a checkpoint, convert its state dict and save the weights only.
+
+    Args:
+        src (str): Training checkpoint (any scheme of the checkpoint
+            policy).
+        dst (str): Output file: ``meta`` (with ``exported_from``) and the
+            converted ``state_dict``, no training state.
+        trust (bool): Unpickle ``src`` in full (beyond the allow-list).
+        convert (Callable[[dict], dict]): State dict converter.
+    """
+    if trust:
+        trust_checkpoint(src)
+    checkpoint = load_checkpoint_file(src, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint)
+    meta = dict(checkpoint.get('meta') or {}, exported_from=src)
+    torch.save({'meta': meta, 'state_dict': convert(state)}, dst)

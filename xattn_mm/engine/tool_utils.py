@@ -8,9 +8,8 @@ import argparse
 import os
 import os.path as osp
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
@@ -18,8 +17,6 @@ from mmengine.runner import Runner
 
 from .checkpoint import (
     install_checkpoint_policy,
-    load_checkpoint_file,
-    trust_checkpoint,
 )
 from .dist import prepare_cpu_dist, shutdown_dist
 
@@ -253,24 +250,3 @@ class CheckpointCoverageHook(Hook):
                 f'{self.max_unloaded:.1%} (--max-unloaded). Is it a '
                 "checkpoint of this config's model?"
             )
-
-
-def export_checkpoint(
-    src: str, dst: str, trust: bool, convert: Callable[[dict], dict]
-) -> None:
-    """Read a checkpoint, convert its state dict and save the weights only.
-
-    Args:
-        src (str): Training checkpoint (any scheme of the checkpoint
-            policy).
-        dst (str): Output file: ``meta`` (with ``exported_from``) and the
-            converted ``state_dict``, no training state.
-        trust (bool): Unpickle ``src`` in full (beyond the allow-list).
-        convert (Callable[[dict], dict]): State dict converter.
-    """
-    if trust:
-        trust_checkpoint(src)
-    checkpoint = load_checkpoint_file(src, map_location='cpu')
-    state = checkpoint.get('state_dict', checkpoint)
-    meta = dict(checkpoint.get('meta') or {}, exported_from=src)
-    torch.save({'meta': meta, 'state_dict': convert(state)}, dst)

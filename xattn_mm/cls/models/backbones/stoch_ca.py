@@ -24,7 +24,7 @@ from mmpretrain.models.utils import MultiheadAttention
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from xattn_mm.core import multihead_attention
+from xattn_mm.core import HiddenFrozenMixin, multihead_attention
 from xattn_mm.engine.checkpoint import load_checkpoint_file
 
 from .vit_utils import (
@@ -54,7 +54,7 @@ def _load_teacher_state(path: str) -> Dict[str, Tensor]:
 
 
 @MODELS.register_module()
-class StochCA(BaseBackbone):
+class StochCA(HiddenFrozenMixin, BaseBackbone):
     """Stochastic cross-attention wrapper of a ViT backbone.
 
     The wrapped ``backbone`` is the student, trained as usual. The teacher is
@@ -144,8 +144,6 @@ class StochCA(BaseBackbone):
         check_supported_backbone(self.backbone, 'StochCA')
         self._teacher_cfg = copy.deepcopy(backbone)
         self._teacher_cfg.pop('init_cfg', None)
-        # A list hides the teacher from nn.Module's registration.
-        self._teacher: List[VisionTransformer] = []
         self.last_draw: Optional[Tensor] = None
 
     @property
@@ -156,7 +154,7 @@ class StochCA(BaseBackbone):
     @property
     def teacher(self) -> Optional[VisionTransformer]:
         """The frozen teacher, or None before :meth:`init_weights`."""
-        return self._teacher[0] if self._teacher else None
+        return self.hidden_frozen('teacher')
 
     def init_weights(self) -> None:
         """Initialise the student, then build the teacher (when p > 0)."""
@@ -229,16 +227,7 @@ class StochCA(BaseBackbone):
                     f'{result.missing_keys[:5]}, unexpected keys '
                     f'{result.unexpected_keys[:5]}. ' + expected
                 )
-        reference = next(self.backbone.parameters())
-        teacher.requires_grad_(False).eval()
-        teacher.to(device=reference.device, dtype=reference.dtype)
-        self._teacher = [teacher]
-
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        if self._teacher:
-            self._teacher[0]._apply(fn)
-        return self
+        self.hide_frozen('teacher', teacher)
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple:
         """Layer depth for layer-wise learning-rate decay, delegated to the

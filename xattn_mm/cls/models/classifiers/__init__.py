@@ -3,12 +3,11 @@ from .regularized import (
     L2SPRegularizer,
     RegularizedImageClassifier,
 )
-from .uda import UDAClassifier, UDADataPreprocessor
+from .uda import UDAClassifier
 
 __all__ = [
     'BSSRegularizer',
     'L2SPRegularizer',
     'RegularizedImageClassifier',
     'UDAClassifier',
-    'UDADataPreprocessor',
 ]

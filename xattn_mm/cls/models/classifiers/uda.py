@@ -5,107 +5,16 @@ in stage 1, on source batches alone."""
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from mmpretrain.models.classifiers import ImageClassifier
-from mmpretrain.models.utils import ClsDataPreprocessor
+from mmpretrain.models.losses.cross_entropy_loss import soft_cross_entropy
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-DOMAINS = ('source', 'target')
+from ..utils import rescale_images
+
 LOSS_BRANCHES = ('target', 'cross')
 SCALE_SAMPLINGS = ('random', 'cycle')
-
-
-@MODELS.register_module()
-class UDADataPreprocessor(ClsDataPreprocessor):
-    """:class:`ClsDataPreprocessor` that also takes paired batches.
-
-    A paired batch (from :class:`UDAPairDataset`) is a dict with
-    ``source`` and ``target`` sub-batches; each is preprocessed as a plain
-    batch and the result is ``dict(inputs=dict(source=..., target=...),
-    data_samples=dict(source=..., target=...))``. Plain batches pass
-    through unchanged, so one model trains stage 1 (source only) and
-    stage 2 (paired) and evaluates as usual.
-
-    Args:
-        non_blocking (bool): Copy the images to the device asynchronously.
-            Defaults to True (the host's default is False).
-        *args, **kwargs: :class:`ClsDataPreprocessor` arguments.
-    """
-
-    def __init__(self, *args, non_blocking: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # ClsDataPreprocessor does not pass the flag to mmengine's base.
-        self._non_blocking = non_blocking
-
-    def forward(self, data: dict, training: bool = False) -> dict:
-        """Preprocess a plain or a paired batch."""
-        if isinstance(data, dict) and set(DOMAINS) <= set(data):
-            preprocess = super().forward
-            parts = {d: preprocess(data[d], training) for d in DOMAINS}
-            return dict(
-                inputs={d: parts[d]['inputs'] for d in DOMAINS},
-                data_samples={d: parts[d]['data_samples'] for d in DOMAINS},
-            )
-        return super().forward(data, training)
-
-
-def rescale_images(images: Tensor, factors: Tensor) -> Tensor:
-    """Zoom every image about its centre, keeping its size: a factor above
-    1 enlarges the content (the borders leave the frame), below 1 shrinks
-    it (zero padding, i.e. the mean colour of normalised images).
-
-    Which images to zoom is decided on the CPU, before anything is copied
-    to the images' device, so the call makes no host-device sync.
-
-    Args:
-        images (Tensor): Normalised images, (B, C, H, W).
-        factors (Tensor): Float (B,) on the CPU, one zoom factor per image.
-
-    Returns:
-        Tensor: (B, C, H, W); images with factor 1 are returned untouched.
-    """
-    factors = factors.cpu()
-    zoom = (factors != 1).nonzero()[:, 0]
-    if not len(zoom):
-        return images
-    theta = torch.zeros(len(zoom), 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factors[zoom]
-    device = images.device
-    zoom = zoom.to(device, non_blocking=True)
-    selected = images.index_select(0, zoom)
-    grid = F.affine_grid(
-        theta.to(device, images.dtype, non_blocking=True),
-        list(selected.shape),
-        align_corners=False,
-    )
-    return images.index_copy(
-        0,
-        zoom,
-        F.grid_sample(selected, grid, mode='bilinear', align_corners=False),
-    )
-
-
-def soft_cross_entropy(
-    teacher: Tensor, student: Tensor, detach_teacher: bool = False
-) -> Tensor:
-    """Distillation loss -sum softmax(teacher) * log_softmax(student),
-    averaged over the batch (CDTrans's, which does not detach the teacher).
-
-    Args:
-        teacher (Tensor): Teacher logits, (B, K).
-        student (Tensor): Student logits, (B, K).
-        detach_teacher (bool): Stop the gradient into the teacher.
-            Defaults to False.
-
-    Returns:
-        Tensor: Scalar loss.
-    """
-    if detach_teacher:
-        teacher = teacher.detach()
-    target = teacher.softmax(dim=-1)
-    return -(target * student.log_softmax(dim=-1)).sum(dim=-1).mean()
 
 
 @MODELS.register_module()
@@ -276,9 +185,12 @@ class UDAClassifier(ImageClassifier):
         loss_target = self.head.loss_module(
             branch, pseudo, avg_factor=branch.shape[0]
         )
-        loss_distill = soft_cross_entropy(
-            cross_logits, target_logits, self.detach_teacher
+        # -sum softmax(cross) * log_softmax(target), batch mean; CDTrans
+        # does not detach the teacher (``detach_teacher``)
+        teacher = (
+            cross_logits.detach() if self.detach_teacher else cross_logits
         )
+        loss_distill = soft_cross_entropy(target_logits, teacher.softmax(-1))
         return {
             'loss_source': self._weighted('source', losses['loss']),
             'loss_target': self._weighted('target', loss_target),

@@ -10,6 +10,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from xattn_mm.core import HiddenFrozenMixin
 from xattn_mm.engine.checkpoint import load_checkpoint_file
 
 from ..estimators.acte import ACTE, RegionMap
@@ -20,7 +21,7 @@ _SOURCE_PARTS = ('backbone', 'neck', 'decode_head')
 
 
 @MODELS.register_module()
-class TMTEncoderDecoder(EncoderDecoder):
+class TMTEncoderDecoder(HiddenFrozenMixin, EncoderDecoder):
     """mmseg's ``EncoderDecoder`` with TMT's estimator between the backbone
     and a :class:`TMANeck`; only :meth:`extract_feat` changes.
 
@@ -113,13 +114,11 @@ class TMTEncoderDecoder(EncoderDecoder):
             neck=copy.deepcopy(neck),
             decode_head=source_head,
         )
-        # A list hides the source model from nn.Module's registration.
-        self._source: List[EncoderDecoder] = []
 
     @property
     def source_model(self) -> Optional[EncoderDecoder]:
         """The frozen source model, or None before it is built."""
-        return self._source[0] if self._source else None
+        return self.hidden_frozen('source')
 
     def init_weights(self) -> None:
         """Initialise, then snapshot the source model if no checkpoint
@@ -155,11 +154,7 @@ class TMTEncoderDecoder(EncoderDecoder):
             source.load_state_dict(state, strict=False)
         else:
             self._load_source_checkpoint(source)
-        reference = next(self.parameters())
-        source.requires_grad_(False).eval()
-        source.to(device=reference.device, dtype=reference.dtype)
-        self._source = [source]
-        return source
+        return self.hide_frozen('source', source)
 
     def _load_source_checkpoint(self, source: EncoderDecoder) -> None:
         path = self.source_checkpoint
@@ -189,19 +184,6 @@ class TMTEncoderDecoder(EncoderDecoder):
                 f'({expected}): missing {missing[:5]}, unexpected '
                 f'{result.unexpected_keys[:5]}.'
             )
-
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        if self._source:
-            self._source[0]._apply(fn)
-        return self
-
-    def train(self, mode: bool = True):
-        """Set the mode; the source model always stays in eval mode."""
-        super().train(mode)
-        if self._source:
-            self._source[0].eval()
-        return self
 
     @torch.no_grad()
     def source_forward(self, inputs: Tensor):

@@ -1,0 +1,3 @@
+from .uda_preprocessor import UDADataPreprocessor
+
+__all__ = ['UDADataPreprocessor']
