@@ -133,7 +133,7 @@ def test_train_pairs_respect_the_rules():
     np.random.seed(1)
     for index in range(len(ds)):
         for _ in range(50):
-            idx, label, (ex_idx, ex_inst), _ = ds.get_pair(index)
+            idx, label, [(ex_idx, ex_inst)], _ = ds.get_pair(index)
             assert ex_idx != idx
             inst = images[ex_idx][ex_inst]
             assert inst == (label, 0) and label != 2
@@ -152,14 +152,14 @@ def test_test_samples_and_draws():
     # (draw, image, class) for every image holding a non-ignored c.
     assert ds.samples == [(k, i, 2) for k in (0, 1) for i in (0, 1, 2)]
     pairs = [ds.get_pair(i) for i in range(len(ds))]
-    for idx, label, (ex_idx, _), draw in pairs:
+    for idx, label, [(ex_idx, _)], draw in pairs:
         assert ex_idx != idx and label == 2 and draw in (0, 1)
     # Draw k of image 1 is element k of its shuffled candidate list.
     import random
 
     others = [(0, 0), (0, 1), (2, 0)]
     random.Random(1).shuffle(others)
-    assert pairs[1][2] == others[0] and pairs[4][2] == others[1]
+    assert pairs[1][2] == [others[0]] and pairs[4][2] == [others[1]]
     again = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
     assert [again.get_pair(i) for i in range(len(ds))] == pairs
     # a has no candidate outside image 0: no seen-class test sample.
@@ -241,7 +241,7 @@ def test_voc_train_drops_unseen_only_images_and_difficult_exemplars():
     # and 000032 pair with each other.
     assert kept == ['2007_000027', '2007_000032']
     for index in range(len(ds)):
-        idx, label, (ex_idx, ex_inst), _ = ds.get_pair(index)
+        idx, label, [(ex_idx, ex_inst)], _ = ds.get_pair(index)
         inst = ds.dataset.get_data_info(ex_idx)['instances'][ex_inst]
         assert ex_idx != idx and not inst['ignore_flag']
         assert ds.metainfo['classes'][label] in ds.seen_classes
@@ -300,7 +300,7 @@ def test_exemplar_swap_control():
     assert swap.samples == ds.samples
     shown = []
     for index, (_, idx, label) in enumerate(swap.samples):
-        t_idx, t_label, (ex_idx, ex_inst), _ = swap.get_pair(index)
+        t_idx, t_label, [(ex_idx, ex_inst)], _ = swap.get_pair(index)
         assert (t_idx, t_label) == (idx, label)  # same target and truth
         ex_label = images[ex_idx][ex_inst][0]
         assert ex_label != label and ex_idx != idx
@@ -309,7 +309,7 @@ def test_exemplar_swap_control():
     # Deterministic, and both other classes occur.
     assert shown == [
         images[e][i][0]
-        for e, i in (swap.get_pair(j)[2] for j in range(len(swap)))
+        for e, i in (swap.get_pair(j)[2][0] for j in range(len(swap)))
     ]
     assert len(set(shown)) == 3
     with pytest.raises(ValueError, match='test-mode'):

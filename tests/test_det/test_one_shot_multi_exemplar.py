@@ -87,10 +87,23 @@ IMAGES = [
 ]
 
 
-def toy(dataset='MultiExemplarToy', images=IMAGES, **kwargs):
+def toy(
+    dataset='MultiExemplarToy',
+    images=IMAGES,
+    num_exemplars=5,
+    exemplar_seed='{img_path}',
+    **kwargs,
+):
     kwargs.setdefault('unseen_classes', ['c'])
     kwargs.setdefault('test_mode', True)
-    kwargs.setdefault('exemplar_protocol', 'ia_detr')
+    kwargs.setdefault(
+        'exemplar_sampler',
+        dict(
+            type='IADETRExemplarSampler',
+            num_exemplars=num_exemplars,
+            exemplar_seed=exemplar_seed,
+        ),
+    )
     return DATASETS.build(
         dict(
             type='OneShotDataset',
@@ -139,18 +152,21 @@ def test_classes_share_one_generator_in_official_order():
     # so a's list (2 candidates, repeated to 6) first; [1, 9] with the COCO
     # ids (c: 1, a: 9), so c first. The two give different exemplars.
     a, c = [(0, 1), (2, 1)], [(0, 0), (0, 2), (1, 0), (3, 0)]
-    labels = toy(test_classes='all').official_exemplars(0)
+    every = toy(test_classes='all')
+    labels = every.exemplar_sampler.official_exemplars(every, 0)
     assert labels == {
         0: [a[0], a[0], a[1], a[1], a[1]],  # shuffle of 6: 2 0 1 5 3
         2: [c[1], c[2], c[3], c[1], c[0]],  # then of 8: 5 6 3 1 4
     }
     coco = toy('MultiExemplarToyCoco', test_classes='all')
-    assert coco.official_exemplars(0) == {
+    assert coco.exemplar_sampler.official_exemplars(coco, 0) == {
         2: [c[1], c[0], c[2], c[1], c[3]],  # shuffle of 8: 1 0 2 5 3
         0: [a[1], a[0], a[0], a[0], a[1]],  # then of 6: 1 4 0 2 3
     }
     # b's single candidate is the target's own box, repeated.
-    assert coco.official_exemplars(4) == {1: [(4, 0)] * 5}
+    assert coco.exemplar_sampler.official_exemplars(coco, 4) == {
+        1: [(4, 0)] * 5
+    }
     assert (0, 4, 1) in coco.samples
 
 
@@ -178,8 +194,8 @@ def test_invalid_protocol_arguments():
         toy(exemplar_swap=True)
     with pytest.raises(ValueError, match='num_exemplars'):
         toy(num_exemplars=0)
-    with pytest.raises(ValueError, match="'coae' or 'ia_detr'"):
-        toy(exemplar_protocol='official')
+    with pytest.raises(KeyError, match='Official'):
+        toy(exemplar_sampler=dict(type='OfficialExemplarSampler'))
 
 
 def packed_toy(**kwargs):

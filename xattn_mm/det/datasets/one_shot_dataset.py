@@ -3,17 +3,17 @@ the CoAE (NeurIPS 2019) / BHRL (CVPR 2022) protocol's splits and exemplar
 draws."""
 
 import copy
-import os.path as osp
 import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from mmdet.registry import DATASETS
+from mmdet.registry import DATASETS, TASK_UTILS
 from mmengine.dataset import BaseDataset, Compose, force_full_init
 
 from xattn_mm.engine.pipeline import apply_pipeline, build_dataset
 
+from . import exemplar_samplers  # noqa: F401  (registers them)
 from .one_shot_splits import one_shot_split
 
 
@@ -33,24 +33,12 @@ class OneShotDataset:
       truth is every box of ``c`` (label 0, ignore flags kept); everything
       else, unseen objects included, is background.
     - **Testing** (``test_mode=True``): one sample per (draw, image, test class
-      present in the image). For draw ``k`` the exemplar is element
-      ``k mod n`` of that class's candidates in the other images, shuffled by
-      ``random.Random(img_id)``. Draws depend only on the image id, never on
-      workers, ranks or batch size.
-    - **Official IA-DETR test protocol** (``exemplar_protocol='ia_detr'``,
-      test mode only): one sample per (image, test class present), under the
-      single draw 0, carrying ``num_exemplars`` exemplars that the detector
-      decodes together (see :class:`IADETR`). As the official
-      ``PascalVOCSegDatasetMapperIX.get_prompts`` (``evalall`` branch), one
-      generator ``random.Random(exemplar_seed)`` is seeded per image with
-      its file name; the test classes present are visited in the official
-      ``list(set(list(set(ids))))`` order (``ids``: their category ids in
-      annotation order, the COCO ids when the wrapped dataset has
-      ``cat_ids``), and for each one the list of its ``n`` candidates (in
-      dataset order), repeated ``K // n + 1`` times when ``n < K``, is
-      shuffled and its first ``K`` taken. As officially, the target image's
-      own instances are candidates too, so every (image, test class) pair
-      is a sample.
+      present in the image) that the ``exemplar_sampler`` keeps, with the
+      exemplars it draws: :class:`CoAEExemplarSampler` (the default: one
+      exemplar, element ``k mod n`` of the class's candidates in the other
+      images shuffled by the image id) or :class:`IADETRExemplarSampler`
+      (the official IA-DETR test protocol: ``num_exemplars`` exemplars per
+      sample under draw 0, decoded together by :class:`IADETR`).
 
     The exemplar's image goes through ``exemplar_pipeline`` with the
     candidate's box in ``exemplar_bbox`` (e.g. ``LoadImageFromFile``,
@@ -81,18 +69,9 @@ class OneShotDataset:
             that class as above. ``swap_label`` records the class shown.
             A model that uses the exemplar scores far lower under it.
             Defaults to False.
-        exemplar_protocol (str): ``'coae'`` (one exemplar per sample, per
-            draw, as above) or ``'ia_detr'`` (the official IA-DETR test
-            protocol, above; ``draws`` is then (0,)). Defaults to 'coae'.
-        num_exemplars (int): Exemplars per sample under ``'ia_detr'``
-            (``K``). Defaults to 5.
-        exemplar_seed (str): Under ``'ia_detr'``, the string that seeds an
-            image's generator, a format string with the fields
-            ``img_path``, ``file_name`` (its base name) and ``img_id``. The
-            official seed is the image path as registered in detectron2,
-            e.g. ``'data/coco/val2017/{file_name}'`` or
-            ``'data/pascalvoc/VOC2007_test/JPEGImages/{file_name}'``.
-            Defaults to '{img_path}'.
+        exemplar_sampler (dict): The exemplar-sampling strategy, a
+            ``TASK_UTILS`` config (``exemplar_samplers.py``). Defaults to
+            ``dict(type='CoAEExemplarSampler')``.
         lazy_init (bool): Index on first use. Defaults to False.
     """
 
@@ -107,9 +86,7 @@ class OneShotDataset:
         pipeline: Sequence[dict] = (),
         exemplar_pipeline: Sequence[dict] = (),
         exemplar_swap: bool = False,
-        exemplar_protocol: str = 'coae',
-        num_exemplars: int = 5,
-        exemplar_seed: str = '{img_path}',
+        exemplar_sampler: Optional[dict] = None,
         lazy_init: bool = False,
     ) -> None:
         if (split is None) == (unseen_classes is None):
@@ -128,26 +105,11 @@ class OneShotDataset:
             )
         if exemplar_swap and not test_mode:
             raise ValueError('exemplar_swap is a test-mode control.')
-        if exemplar_protocol not in ('coae', 'ia_detr'):
-            raise ValueError(
-                "exemplar_protocol must be 'coae' or 'ia_detr', got "
-                f'{exemplar_protocol!r}.'
-            )
-        if exemplar_protocol == 'ia_detr':
-            if not test_mode or exemplar_swap:
-                raise ValueError(
-                    "exemplar_protocol='ia_detr' is a test protocol: it needs "
-                    'test_mode=True and no exemplar_swap.'
-                )
-            if not isinstance(num_exemplars, int) or num_exemplars < 1:
-                raise ValueError(
-                    f'num_exemplars must be a positive int, got '
-                    f'{num_exemplars!r}.'
-                )
-            draws = (0,)
-        self.exemplar_protocol = exemplar_protocol
-        self.num_exemplars = num_exemplars
-        self.exemplar_seed = exemplar_seed
+        self.exemplar_sampler = TASK_UTILS.build(
+            exemplar_sampler or dict(type='CoAEExemplarSampler')
+        )
+        self.exemplar_sampler.check(test_mode, exemplar_swap)
+        draws = self.exemplar_sampler.test_draws(draws)
         self.exemplar_swap = exemplar_swap
         self.dataset = (
             build_dataset(DATASETS, dataset)
@@ -221,15 +183,14 @@ class OneShotDataset:
             for label, cands in self.candidates.items()
         }
 
-        self._wanted = {classes.index(c) for c in self.test_class_names}
+        self.wanted = {classes.index(c) for c in self.test_class_names}
         if self.test_mode:
-            official = self.exemplar_protocol == 'ia_detr'
+            keeps = self.exemplar_sampler.keeps
             pairs = [
                 (idx, label)
                 for idx, labels in enumerate(present)
                 for label in labels
-                if label in self._wanted
-                and (official or self._has_other_image(label, idx))
+                if label in self.wanted and keeps(self, idx, label)
             ]
             self.samples = [
                 (k, idx, label) for k in self.draws for idx, label in pairs
@@ -242,7 +203,7 @@ class OneShotDataset:
                     label
                     for label in labels
                     if label in seen_labels
-                    and self._has_other_image(label, idx)
+                    and self.has_other_image(label, idx)
                 ]
                 if usable:
                     self.samples.append((idx, usable))
@@ -258,7 +219,8 @@ class OneShotDataset:
             )
         self._fully_initialized = True
 
-    def _has_other_image(self, label: int, idx: int) -> bool:
+    def has_other_image(self, label: int, idx: int) -> bool:
+        """Whether class ``label`` has a candidate outside image ``idx``."""
         images = self._candidate_images.get(label, ())
         return len(images) > 1 or (len(images) == 1 and idx not in images)
 
@@ -275,29 +237,26 @@ class OneShotDataset:
     @force_full_init
     def get_pair(
         self, index: int
-    ) -> Tuple[int, int, Union[Tuple[int, int], List[Tuple[int, int]]], int]:
-        """(target data index, class label, exemplar (data index, instance
-        index), draw) of sample ``index``; training samples are random.
-        Under ``exemplar_protocol='ia_detr'`` the exemplar is a list of
-        ``num_exemplars`` of them (see :meth:`official_exemplars`)."""
-        if self.exemplar_protocol == 'ia_detr':
-            draw, idx, label = self.samples[index]
-            return idx, label, self.official_exemplars(idx)[label], draw
+    ) -> Tuple[int, int, List[Tuple[int, int]], int]:
+        """(target data index, class label, exemplars, draw) of sample
+        ``index``: the exemplars are (data index, instance index) pairs
+        drawn by ``exemplar_sampler``; training samples are random (draw
+        -1)."""
+        sampler = self.exemplar_sampler
         if self.test_mode:
             draw, idx, label = self.samples[index]
             shown = self.swap_label(index) if self.exemplar_swap else label
-            others = [c for c in self.candidates[shown] if c[0] != idx]
-            random.Random(self._image_id(idx)).shuffle(others)
-            return idx, label, others[draw % len(others)], draw
+            return (
+                idx,
+                label,
+                sampler.test_exemplars(self, draw, idx, shown),
+                draw,
+            )
         idx, labels = self.samples[index]
         label = labels[
             np.random.choice(len(labels), p=self.class_weights(labels))
         ]
-        cands = self.candidates[label]
-        while True:  # some candidate is in another image (see full_init)
-            exemplar = cands[np.random.randint(len(cands))]
-            if exemplar[0] != idx:
-                return idx, label, exemplar, -1
+        return idx, label, sampler.train_exemplars(self, idx, label), -1
 
     @force_full_init
     def swap_label(self, index: int) -> int:
@@ -308,59 +267,17 @@ class OneShotDataset:
         choices = sorted(
             c
             for c in self.candidates
-            if c != label and self._has_other_image(c, idx)
+            if c != label and self.has_other_image(c, idx)
         )
         if not choices:
             raise ValueError(
                 'exemplar_swap needs a second class with exemplar candidates.'
             )
-        rng = random.Random(f'{self._image_id(idx)}/{draw}/swap')
+        rng = random.Random(f'{self.image_id(idx)}/{draw}/swap')
         return choices[rng.randrange(len(choices))]
 
-    @force_full_init
-    def official_exemplars(self, idx: int) -> Dict[int, List[Tuple[int, int]]]:
-        """The official IA-DETR exemplars of every test class in image
-        ``idx``.
-
-        Args:
-            idx (int): Target data index.
-
-        Returns:
-            dict[int, list[tuple[int, int]]]: For each test class label
-            present in the image, its ``num_exemplars`` exemplars as (data
-            index, instance index), in the official order (repeats when the
-            class has fewer candidates).
-        """
-        info = self.dataset.get_data_info(idx)
-        cat_ids = getattr(self.dataset, 'cat_ids', None)
-        ids, key_label = [], {}
-        for inst in info['instances']:
-            label = inst['bbox_label']
-            if not inst.get('ignore_flag', 0) and label in self._wanted:
-                ids.append(label if cat_ids is None else cat_ids[label])
-                key_label[ids[-1]] = label
-        img_path = info.get('img_path', '')
-        rng = random.Random(
-            self.exemplar_seed.format(
-                img_path=img_path,
-                file_name=osp.basename(img_path),
-                img_id=info.get('img_id'),
-            )
-        )
-        k = self.num_exemplars
-        chosen = {}
-        # The official visiting order, list(set(list(set(ids)))) with ids
-        # in annotation order, decides how the one generator's stream is
-        # shared out among the classes (CPython's set order).
-        for key in list(set(list(set(ids)))):
-            cands = self.candidates[key_label[key]]
-            n = len(cands)
-            order = list(range(n * (k // n + 1) if n < k else n))
-            rng.shuffle(order)
-            chosen[key_label[key]] = [cands[i % n] for i in order[:k]]
-        return chosen
-
-    def _image_id(self, idx: int):
+    def image_id(self, idx: int):
+        """The image id of data index ``idx`` (its path when it has none)."""
         info = self.dataset.get_data_info(idx)
         return info.get('img_id', info.get('img_path'))
 
@@ -395,18 +312,17 @@ class OneShotDataset:
 
     def __getitem__(self, index: int) -> dict:
         """The target through ``pipeline``, with ``exemplar_img``: one image,
-        or under ``exemplar_protocol='ia_detr'`` a list of ``num_exemplars``
-        (then ``exemplar_instance`` and ``exemplar_img_path`` are tuples,
-        one entry per exemplar)."""
+        or with a stacking sampler (:class:`IADETRExemplarSampler`) a list
+        of them (then ``exemplar_instance`` and ``exemplar_img_path`` are
+        tuples, one entry per exemplar)."""
         idx, label, exemplars, draw = self.get_pair(index)
-        if isinstance(exemplars, list):
-            loaded = [self._exemplar(*e, label, draw) for e in exemplars]
-            shared = dict(loaded[0][1])
+        loaded = [self._exemplar(*e, label, draw) for e in exemplars]
+        img, shared = loaded[0]
+        if self.exemplar_sampler.stacked:
+            shared = dict(shared)
             for key in ('exemplar_instance', 'exemplar_img_path'):
                 shared[key] = tuple(s[key] for _, s in loaded)
             img = [i for i, _ in loaded]
-        else:
-            img, shared = self._exemplar(*exemplars, label, draw)
         target = self.dataset.get_data_info(idx)
         target['instances'] = [
             dict(inst, bbox_label=0)

@@ -283,7 +283,7 @@ class IADETR(DeformableDETR):
             raise ValueError(
                 f'IADETR trains on one exemplar per target, got {k}: '
                 'several exemplars (OneShotDataset with '
-                "exemplar_protocol='ia_detr') are a test protocol."
+                'IADETRExemplarSampler) are a test protocol.'
             )
         return super().loss(batch_inputs, pairs)
 
