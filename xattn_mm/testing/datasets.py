@@ -4,13 +4,14 @@ Each builder draws coloured shapes with OpenCV onto noisy backgrounds, seeded,
 so a run is reproducible and nothing is downloaded.
 """
 
-import json
 import os
 import os.path as osp
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import cv2
 import numpy as np
+
+from xattn_mm.det.datasets.synthetic_oneshot import write_coco_split
 
 # One BGR colour per class index.
 _PALETTE = np.array(
@@ -71,13 +72,10 @@ def make_coco_detection(
     _check_classes(classes)
     rng = np.random.default_rng(seed)
     height, width = image_size
-    img_dir = osp.join(root, 'images', split)
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
-    images: List[dict] = []
-    annotations: List[dict] = []
-    for image_id in range(1, num_images + 1):
+
+    def draw():
         img = _background(rng, height, width)
+        objects = []
         for _ in range(int(rng.integers(1, max_objects + 1))):
             label = int(rng.integers(len(classes)))
             size = int(
@@ -94,34 +92,12 @@ def make_coco_detection(
                 cv2.circle(
                     img, (x + size // 2, y + size // 2), size // 2, colour, -1
                 )
-            annotations.append(
-                dict(
-                    id=len(annotations) + 1,
-                    image_id=image_id,
-                    category_id=label + 1,
-                    bbox=[x, y, size, size],
-                    area=size * size,
-                    iscrowd=0,
-                )
-            )
-        file_name = f'{image_id:06d}.png'
-        cv2.imwrite(osp.join(img_dir, file_name), img)
-        images.append(
-            dict(id=image_id, file_name=file_name, height=height, width=width)
-        )
-    ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
-    with open(ann_file, 'w') as f:
-        json.dump(
-            dict(
-                images=images,
-                annotations=annotations,
-                categories=[
-                    dict(id=i + 1, name=name) for i, name in enumerate(classes)
-                ],
-            ),
-            f,
-        )
-    return ann_file
+            objects.append((label, (x, y, size)))
+        return img, objects
+
+    return write_coco_split(
+        root, split, (draw() for _ in range(num_images)), classes
+    )
 
 
 def make_classification_folder(

@@ -16,7 +16,7 @@ import colorsys
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -149,47 +149,70 @@ def generate_synthetic_oneshot(
             f'({image_size // 2}), got {object_size}.'
         )
     rng = np.random.default_rng(seed)
-    categories = [
-        dict(id=i + 1, name=name) for i, name in enumerate(SYNTHETIC_CLASSES)
-    ]
-    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     ann_files = {}
     for split, count in (('train', num_train), ('val', num_val)):
-        img_dir = osp.join(root, 'images', split)
-        os.makedirs(img_dir, exist_ok=True)
-        images, annotations = [], []
-        for image_id in range(1, count + 1):
-            img, objects = _make_image(rng, image_size, lo, hi)
-            file_name = f'{image_id:06d}.png'
-            cv2.imwrite(osp.join(img_dir, file_name), img)
-            images.append(
-                dict(
-                    id=image_id,
-                    file_name=file_name,
-                    height=image_size,
-                    width=image_size,
-                )
-            )
-            for label, (x, y, side) in objects:
-                annotations.append(
-                    dict(
-                        id=len(annotations) + 1,
-                        image_id=image_id,
-                        category_id=label + 1,
-                        bbox=[x, y, side, side],
-                        area=side * side,
-                        iscrowd=0,
-                    )
-                )
-        ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
-        with open(ann_file, 'w') as f:
-            json.dump(
-                dict(
-                    images=images,
-                    annotations=annotations,
-                    categories=categories,
-                ),
-                f,
-            )
-        ann_files[split] = ann_file
+        ann_files[split] = write_coco_split(
+            root,
+            split,
+            (_make_image(rng, image_size, lo, hi) for _ in range(count)),
+            SYNTHETIC_CLASSES,
+        )
     return ann_files
+
+
+def write_coco_split(
+    root: str,
+    split: str,
+    images: Iterable[Tuple[np.ndarray, Sequence[Tuple[int, Sequence[int]]]]],
+    classes: Sequence[str],
+) -> str:
+    """Write drawn images and their boxes as one COCO split:
+    ``root/images/<split>/<id>.png`` and
+    ``root/annotations/instances_<split>.json`` (image ids from 1, category
+    ids 1..len(classes) in ``classes`` order).
+
+    Args:
+        root (str): Output directory (created).
+        split (str): Name used in the paths, e.g. ``'train'``.
+        images (Iterable): (BGR uint8 image (H, W, 3), objects) pairs, each
+            object (class index, box): a square (x, y, side) or a box
+            (x, y, w, h), in pixels.
+        classes (Sequence[str]): Category names.
+
+    Returns:
+        str: Path of the annotation file.
+    """
+    img_dir = osp.join(root, 'images', split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    records, annotations = [], []
+    for image_id, (img, objects) in enumerate(images, 1):
+        file_name = f'{image_id:06d}.png'
+        cv2.imwrite(osp.join(img_dir, file_name), img)
+        height, width = img.shape[:2]
+        records.append(
+            dict(id=image_id, file_name=file_name, height=height, width=width)
+        )
+        for label, box in objects:
+            x, y, w = box[:3]
+            h = box[3] if len(box) > 3 else w
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=int(label) + 1,
+                    bbox=[x, y, w, h],
+                    area=w * h,
+                    iscrowd=0,
+                )
+            )
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
+    ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
+    with open(ann_file, 'w') as f:
+        json.dump(
+            dict(
+                images=records, annotations=annotations, categories=categories
+            ),
+            f,
+        )
+    return ann_file
