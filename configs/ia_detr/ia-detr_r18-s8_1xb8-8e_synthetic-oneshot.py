@@ -12,6 +12,7 @@ _base_ = [
     '../_base_/models/ia_detr_r50.py',
     '../_base_/runtime/mmdet.py',
 ]
+custom_imports = dict(imports=['xattn_mm.det'])  # no mmpretrain part
 
 # ---- frequently modified ----
 data_root = 'data/synthetic_oneshot/'

@@ -62,18 +62,28 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackOneShotInputs'),
 ]
+# torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) and GaussianBlur([.1, 2.])
+# on PIL images, as the official mapper applies them (mmpretrain's, see
+# xattn_mm/det/datasets/transforms/exemplar_augment.py)
+jitter = dict(
+    type='mmpretrain.HueWrapColorJitter',
+    brightness=0.4,
+    contrast=0.4,
+    saturation=0.4,
+    hue=0.1,
+)
+blur = dict(
+    type='mmpretrain.GaussianBlur',
+    magnitude_range=(0.1, 2.0),
+    magnitude_level=10,
+    magnitude_std='inf',  # radius uniform in [0.1, 2.0]
+    prob=0.5,
+)
 exemplar_train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='CropExemplar'),
     dict(type='Resize', scale=(300, 300), keep_ratio=False, backend='pillow'),
-    dict(
-        type='ExemplarColorJitter',
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.4,
-        hue=0.1,
-        prob=0.3,
-    ),
+    dict(type='RandomApply', transforms=[jitter], prob=0.3),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandomPerspective', distortion_scale=0.5, prob=0.5),
     dict(
@@ -82,7 +92,7 @@ exemplar_train_pipeline = [
         keep_channels=True,
         channel_weights=(0.114, 0.587, 0.299),
     ),
-    dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
+    blur,
 ]
 exemplar_test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
@@ -112,21 +122,14 @@ stage1_train_pipeline = [
                 keep_ratio=True,
                 backend='pillow',
             ),
-            dict(
-                type='ExemplarColorJitter',
-                brightness=0.4,
-                contrast=0.4,
-                saturation=0.4,
-                hue=0.1,
-                prob=0.8,
-            ),
+            dict(type='RandomApply', transforms=[jitter], prob=0.8),
             dict(
                 type='RandomGrayscale',
                 prob=0.2,
                 keep_channels=True,
                 channel_weights=(0.114, 0.587, 0.299),
             ),
-            dict(type='RandomGaussianBlur', sigma=(0.1, 2.0), prob=0.5),
+            blur,
         ],
     ),
     dict(

@@ -2,13 +2,13 @@
 # docs/ia_detr.md, "Backbones"), DETR-style: frozen BatchNorm (the official
 # ResNet's FrozenBatchNorm2d), stem and first stage frozen. Everything else
 # is the official Swin V2-S model (./ia_detr_swinv2-s.py): its input
-# projection on the 1024 channels, its transformer and losses.
+# projection on the 1024 channels, its transformer and losses, and its
+# custom_imports (xattn_mm.cls registers the exemplar colour jitter).
 _base_ = './ia_detr_swinv2-s.py'
 
 # The backbone starts from torchvision's ImageNet ResNet-50 weights (same key
 # names as mmdet's ResNet) at a local path; nothing is downloaded.
 pretrained = 'checkpoints/resnet50-0676ba61.pth'
-custom_imports = dict(imports=['xattn_mm.det'])
 model = dict(
     data_preprocessor=dict(pad_size_divisor=16),
     backbone=dict(
