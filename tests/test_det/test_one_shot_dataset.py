@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from mmcv.transforms import BaseTransform
 from mmdet.registry import DATASETS, TRANSFORMS
-from mmengine.dataset import BaseDataset, Compose, pseudo_collate
+from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from torch.utils.data import DataLoader
+from toy_datasets import ToyDetection  # noqa: F401  (registers it)
 
 import xattn_mm.det  # noqa: F401
 from xattn_mm.det.datasets import coco_unseen_classes, one_shot_split
@@ -59,34 +60,6 @@ def test_voc_split():
         one_shot_split('voc', ('a', 'b'))
     with pytest.raises(ValueError, match='split must be one of'):
         one_shot_split('coco5', ())
-
-
-@DATASETS.register_module(force=True)
-class ToyDetection(BaseDataset):
-    """Instances given as (label, ignore) lists per image."""
-
-    METAINFO = dict(classes=('a', 'b', 'c'))
-
-    def __init__(self, images, **kwargs):
-        self.images = images
-        super().__init__(serialize_data=False, **kwargs)
-
-    def load_data_list(self):
-        return [
-            dict(
-                img_id=i,
-                img_path=f'{i}.png',
-                instances=[
-                    dict(
-                        bbox=[j, j, j + 4, j + 4],
-                        bbox_label=lab,
-                        ignore_flag=ign,
-                    )
-                    for j, (lab, ign) in enumerate(insts)
-                ],
-            )
-            for i, insts in enumerate(self.images)
-        ]
 
 
 @TRANSFORMS.register_module(force=True)

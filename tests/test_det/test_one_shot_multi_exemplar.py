@@ -9,9 +9,10 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmdet.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 from mmdet.structures import DetDataSample
-from mmengine.dataset import BaseDataset, pseudo_collate
+from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
+from toy_datasets import ToyDetection
 
 import xattn_mm.det  # noqa: F401
 from xattn_mm.testing.one_shot import one_shot_batch, tiny_ia_detr_cfg
@@ -23,31 +24,10 @@ def mmdet_scope():
 
 
 @DATASETS.register_module(force=True)
-class MultiExemplarToy(BaseDataset):
-    """Instances given as (label, ignore) lists per image, at toy/{i}.png."""
+class MultiExemplarToy(ToyDetection):
+    """The toy dataset at toy/{i}.png."""
 
-    METAINFO = dict(classes=('a', 'b', 'c'))
-
-    def __init__(self, images, **kwargs):
-        self.images = images
-        super().__init__(serialize_data=False, **kwargs)
-
-    def load_data_list(self):
-        return [
-            dict(
-                img_id=i,
-                img_path=f'toy/{i}.png',
-                instances=[
-                    dict(
-                        bbox=[j, j, j + 4, j + 4],
-                        bbox_label=lab,
-                        ignore_flag=ign,
-                    )
-                    for j, (lab, ign) in enumerate(insts)
-                ],
-            )
-            for i, insts in enumerate(self.images)
-        ]
+    PREFIX = 'toy/'
 
 
 @DATASETS.register_module(force=True)
