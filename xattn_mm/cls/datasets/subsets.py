@@ -27,7 +27,9 @@ def domainbed_seed(*args) -> int:
 
 
 class IndexSubset:
-    """A fixed subset of a wrapped dataset, chosen by :meth:`select`.
+    """A fixed subset of a wrapped dataset, chosen by :meth:`select` and cut
+    by mmengine's ``BaseDataset.get_subset`` (the wrapper exists to be a
+    registered config type that chooses the indices, lazily).
 
     Args:
         dataset (BaseDataset or dict): The dataset or its config.
@@ -56,31 +58,32 @@ class IndexSubset:
         raise NotImplementedError
 
     def full_init(self) -> None:
-        """Load the wrapped dataset and fix the subset."""
+        """Load the wrapped dataset and cut it to the subset."""
         if self._fully_initialized:
             return
         self.dataset.full_init()
         self.indices = list(self.select())
+        self.dataset = self.dataset.get_subset(self.indices)
         self._fully_initialized = True
 
     @force_full_init
     def get_data_info(self, idx: int) -> dict:
         """Annotation of the ``idx``-th kept sample."""
-        return self.dataset.get_data_info(self.indices[idx])
+        return self.dataset.get_data_info(idx)
 
     @force_full_init
     def get_gt_labels(self) -> np.ndarray:
         """Labels of the kept samples."""
-        return np.asarray(self.dataset.get_gt_labels())[self.indices]
+        return np.asarray(self.dataset.get_gt_labels())
 
     @force_full_init
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.dataset)
 
     def __getitem__(self, idx: int) -> dict:
         if not self._fully_initialized:
             self.full_init()
-        return self.dataset[self.indices[idx]]
+        return self.dataset[idx]
 
 
 @DATASETS.register_module()
