@@ -57,6 +57,28 @@ def test_discovery_finds_every_family():
     assert len(CONFIGS) > 250
 
 
+def inheritance_depth(path: Path) -> int:
+    """Levels of project files above ``path`` (hosts' bases not counted)."""
+    bases = Config._get_base_files(str(path))
+    local = [b for b in bases if '::' not in b]
+    return max(
+        (1 + inheritance_depth(path.parent / b) for b in local), default=0
+    )
+
+
+def test_inheritance_is_at_most_four_levels():
+    """At most four levels of the project's own bases (configs/README.md)."""
+    deepest = max(CONFIGS, key=inheritance_depth)
+    assert inheritance_depth(deepest) <= 4, rel(deepest)
+    # The helper counts: a leaf, its benchmark base, the protocol, the runtime.
+    leaf = (
+        ROOT
+        / 'configs/stoch_ca/transfer/'
+        / ('stochca-l2sp_vit-base-p16_1xb16-10k_cub-448px-15pct.py')
+    )
+    assert inheritance_depth(leaf) == 4
+
+
 def registry(scope: str):
     return importlib.import_module(f'{scope}.registry').MODELS
 

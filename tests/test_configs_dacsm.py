@@ -68,7 +68,7 @@ def test_protocol_of_every_leaf(path):
     assert cfg.model.type == 'UDAClassifier'
     assert cfg.model.head.num_classes == classes
     backbone = cfg.model.backbone
-    arch = 'deit-base' if '_deit-b-' in path.name else 'deit-small'
+    arch = 'deit-base' if '_deit-base-' in path.name else 'deit-small'
     assert backbone.type == 'DAT' and backbone.arch == arch
     assert cfg.model.head.in_channels == (768 if arch == 'deit-base' else 384)
     assert backbone.init_cfg.type == 'Pretrained'

@@ -126,12 +126,12 @@ def test_tmt_on_the_dacsm_backbone_chain(tmp_path):
     source_cfg = Config.fromfile(
         str(
             configs
-            / 'source_dacsm-deit-b-p16-upernet_8xb2-80k_gta5-512x1024.py'
+            / 'source_dacsm-deit-base-p16-upernet_8xb2-80k_gta5-512x1024.py'
         )
     )
     tmt_cfg = Config.fromfile(
         str(
-            configs / 'tmt_dacsm-deit-b-p16-upernet_8xb2-20k_gta5-to-'
+            configs / 'tmt_dacsm-deit-base-p16-upernet_8xb2-20k_gta5-to-'
             'cityscapes-512x1024.py'
         )
     )

@@ -21,9 +21,10 @@ from xattn_mm.testing import (
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICE31 = ROOT / 'configs' / 'dacsm' / 'office31'
-STAGE1 = OFFICE31 / 'dacsm_deit-s-p16_1xb64-10e-stage1_office31-amazon.py'
+STAGE1 = OFFICE31 / 'dacsm_deit-small-p16_1xb64-10e-stage1_office31-amazon.py'
 STAGE2 = (
-    OFFICE31 / 'dacsm_deit-s-p16_1xb64-40e-stage2_office31-amazon2webcam.py'
+    OFFICE31
+    / 'dacsm_deit-small-p16_1xb64-40e-stage2_office31-amazon2webcam.py'
 )
 CLASSES = ['square', 'disk', 'triangle', 'bar']
 TINY = (

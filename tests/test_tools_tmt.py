@@ -15,9 +15,9 @@ from xattn_mm.testing import make_segmentation_folder
 ROOT = Path(__file__).resolve().parents[1]
 TMT = ROOT / 'configs' / 'tmt'
 PAIR = '8xb2-20k_potsdam-to-vaihingen-512x512.py'
-SOURCE = TMT / 'source_vit-b16-upernet_8xb2-80k_potsdam-512x512.py'
-VANILLA = TMT / f'vanilla_vit-b16-upernet_{PAIR}'
-TWIN = TMT / f'tmt_vit-b16-upernet_{PAIR}'
+SOURCE = TMT / 'source_vit-base-p16-upernet_8xb2-80k_potsdam-512x512.py'
+VANILLA = TMT / f'vanilla_vit-base-p16-upernet_{PAIR}'
+TWIN = TMT / f'tmt_vit-base-p16-upernet_{PAIR}'
 XATTN_DATA = os.environ.get('XATTN_DATA')
 
 

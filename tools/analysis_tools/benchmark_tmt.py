@@ -2,8 +2,8 @@
 against the vanilla fine-tuning step (Feature2Pyramid neck).
 
 Both segmentors are the shipped ViT-B/16 + UperNet protocol configs
-(``configs/_base_/protocols/{finetune,tmt}_vit-b16-upernet.py``) with BN in
-place of SyncBN and random weights; TMT starts from the vanilla weights, as
+(``configs/_base_/protocols/{finetune,tmt}_vit-base-p16-upernet.py``) with BN
+in place of SyncBN and random weights; TMT starts from the vanilla weights, as
 fine-tuning from the source checkpoint does. Measured in one run,
 the two models taking turns step by step (timings and inference alike):
 
@@ -42,7 +42,7 @@ PROTOCOLS = Path(__file__).resolve().parents[2] / 'configs/_base_/protocols'
 
 
 def build(name: str, size: int, mode: str, device) -> torch.nn.Module:
-    cfg = Config.fromfile(str(PROTOCOLS / f'{name}_vit-b16-upernet.py'))
+    cfg = Config.fromfile(str(PROTOCOLS / f'{name}_vit-base-p16-upernet.py'))
     model = cfg.model
     bn = dict(type='BN', requires_grad=True)
     model.backbone.update(img_size=(size, size), init_cfg=None)

@@ -10,8 +10,9 @@ protocol's 40-epoch schedule and hooks). The leaves are the grid and hold
 only what varies: one stage-1 config per source domain (evaluated on the
 source list as CDTrans does, on the validation set for VisDA-2017) and one
 stage-2 config per (source, target) pair, which starts from its source's
-stage-1 checkpoint; each DeiT-S leaf has a DeiT-B twin that inherits it and
-merges the protocol's ``deit_base``.
+stage-1 checkpoint, for DeiT-S and DeiT-B alike: every leaf inherits its
+benchmark's base (leaf, base, protocol, runtime: at most four levels), and the
+DeiT-B ones merge the protocol's ``deit_base``.
 Edit the tables here and rerun; ``--check`` fails if a file on disk differs
 (the tests run it).
 """
@@ -182,7 +183,7 @@ def bases() -> Dict[str, str]:
         domain = 'dict(classes=classes' + (
             f", data_root='{data_root}')" if data_root else ')'
         )
-        files[f'_base_/{stem("deit-s", 1, name)}.py'] = HEADER + lines(
+        files[f'_base_/{stem("deit-small", 1, name)}.py'] = HEADER + lines(
             f'# {bench.title}: stage 1 (source only) of every source domain.',
             f"_base_ = '{PROTOCOL}'",
             '',
@@ -202,10 +203,10 @@ def bases() -> Dict[str, str]:
             "rule='greater')",
             ')',
         )
-        files[f'_base_/{stem("deit-s", 2, name)}.py'] = HEADER + lines(
+        files[f'_base_/{stem("deit-small", 2, name)}.py'] = HEADER + lines(
             f'# {bench.title}: stage 2 (adaptation) of every domain pair;',
             "# each leaf starts from its source's stage-1 epoch 10 (CDTrans).",
-            f"_base_ = './{stem('deit-s', 1, name)}.py'",
+            f"_base_ = './{stem('deit-small', 1, name)}.py'",
             '',
             f'optim_wrapper = dict(optimizer=dict(lr={bench.lr[1]}))',
             STAGE2,
@@ -229,17 +230,21 @@ def load_from(name: str, backbone: str, source: str) -> str:
     )
 
 
-def deit_b(deit_s: str, title: str, tail: str = '') -> str:
-    """A DeiT-B leaf: its DeiT-S twin with the backbone swapped."""
+BACKBONES = {
+    'deit-small': ('DeiT-S', ''),
+    'deit-base': ('DeiT-B', 'model = {{_base_.deit_base}}\n'),
+}
+
+
+def leaf(title: str, backbone: str, base: str, body: str) -> str:
+    """A leaf on its benchmark's base; DeiT-B merges the protocol's
+    ``deit_base`` into the model."""
+    name, model = BACKBONES[backbone]
     return (
         HEADER
-        + lines(
-            f'# {title}, DeiT-B.',
-            f"_base_ = './{deit_s}.py'",
-            '',
-            'model = {{_base_.deit_base}}',
-        )
-        + tail
+        + lines(f'# {title}, {name}.', f"_base_ = '../_base_/{base}.py'", '')
+        + model
+        + body
     )
 
 
@@ -251,42 +256,35 @@ def leaves() -> Dict[str, str]:
             # its validation set.
             evaluated = 'validation' if name == 'visda2017' else source
             title = f'{bench.title}, stage 1 (source only) on {source!r}'
-            s_stem = stem('deit-s', 1, name, slug(source))
-            files[f'{name}/{s_stem}.py'] = HEADER + lines(
-                f'# {title}, DeiT-S.',
-                f"_base_ = '../_base_/{stem('deit-s', 1, name)}.py'",
-                '',
+            body = lines(
                 f'train_dataloader = dict(dataset={ann(bench, source)})',
                 f'val_dataloader = dict(dataset={ann(bench, evaluated)})',
                 'test_dataloader = val_dataloader',
             )
-            b_stem = stem('deit-b', 1, name, slug(source))
-            files[f'{name}/{b_stem}.py'] = deit_b(s_stem, title)
+            for backbone in BACKBONES:
+                files[f'{name}/{stem(backbone, 1, name, slug(source))}.py'] = (
+                    leaf(title, backbone, stem('deit-small', 1, name), body)
+                )
         for source, target in pairs_of(bench):
             title = (
                 f'{bench.title}, stage 2 (adaptation) {source!r} -> {target!r}'
             )
             pair = f'{slug(source)}2{slug(target)}'
-            s_stem = stem('deit-s', 2, name, pair)
-            files[f'{name}/{s_stem}.py'] = (
-                HEADER
-                + lines(
-                    f'# {title}, DeiT-S.',
-                    f"_base_ = '../_base_/{stem('deit-s', 2, name)}.py'",
-                    '',
-                    f'source = {ann(bench, source)}',
+            for backbone in BACKBONES:
+                body = (
+                    lines(f'source = {ann(bench, source)}')
+                    + load_from(name, backbone, source)
+                    + lines(
+                        f'target = {ann(bench, target)}',
+                        'train_dataloader = dict(dataset=dict(source=source, '
+                        'target=target))',
+                        'val_dataloader = test_dataloader = '
+                        'dict(dataset=target)',
+                    )
                 )
-                + load_from(name, 'deit-s', source)
-                + lines(
-                    f'target = {ann(bench, target)}',
-                    'train_dataloader = dict(dataset=dict(source=source, '
-                    'target=target))',
-                    'val_dataloader = test_dataloader = dict(dataset=target)',
+                files[f'{name}/{stem(backbone, 2, name, pair)}.py'] = leaf(
+                    title, backbone, stem('deit-small', 2, name), body
                 )
-            )
-            files[f'{name}/{stem("deit-b", 2, name, pair)}.py'] = deit_b(
-                s_stem, title, load_from(name, 'deit-b', source)
-            )
     return files
 
 

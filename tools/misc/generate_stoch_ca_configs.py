@@ -86,19 +86,18 @@ def lines(*parts: str) -> str:
 REGULARISER_RATIO = 15
 # name: the leaf's lines over its 15 % plain config (the transfer
 # protocol's model and optimiser variants).
+# The regularised variants: the model override the protocol names after
+# the regulariser, and any other lines it needs.
 REGULARISERS = {
-    'l2sp': lines(
-        'model = {{_base_.l2sp}}',
-        'optim_wrapper = {{_base_.l2sp_optim_wrapper}}',
-    ),
-    'bss': lines('model = {{_base_.bss}}'),
+    'l2sp': 'optim_wrapper = _base_.l2sp_optim_wrapper\n',
+    'bss': '',
 }
 # The stochca_ twins: StochCA (p = 0.1) around the backbone of the config
 # they inherit (the model base's ``stoch_ca``).
-STOCH_CA = (
-    'model = dict(backbone=dict(_base_.stoch_ca, '
-    'backbone=_base_.model.backbone))\n'
+STOCH_CA_BACKBONE = (
+    'backbone=dict(_base_.stoch_ca, backbone=_base_.model.backbone)'
 )
+STOCH_CA = f'model = dict({STOCH_CA_BACKBONE})\n'
 BASE = '../_base_'
 
 
@@ -193,17 +192,18 @@ def transfer_configs() -> Dict[str, str]:
                 STOCH_CA,
             )
         stem = f'vit-base-p16_1xb16-10k_{name}-448px-{REGULARISER_RATIO}pct'
-        for reg in REGULARISERS:
+        # Both variants inherit the plain leaf (at most four levels).
+        for reg, extra in REGULARISERS.items():
             files[f'transfer/{reg}_{stem}.py'] = twin(
                 f'{name}, {REGULARISER_RATIO} %: {reg.upper()} fine-tuning.',
                 f'finetune_{stem}',
-                REGULARISERS[reg],
+                f'model = _base_.{reg}\n' + extra,
             )
             files[f'transfer/stochca-{reg}_{stem}.py'] = twin(
                 f'{name}, {REGULARISER_RATIO} %: StochCA (p = 0.1) with '
                 f'{reg.upper()}.',
-                f'{reg}_{stem}',
-                STOCH_CA,
+                f'finetune_{stem}',
+                f'model = dict(_base_.{reg}, {STOCH_CA_BACKBONE})\n' + extra,
             )
     return files
 

@@ -2,4 +2,4 @@
 # aircraft, 15 %: BSS fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_aircraft-448px-15pct.py'
 
-model = {{_base_.bss}}
+model = _base_.bss

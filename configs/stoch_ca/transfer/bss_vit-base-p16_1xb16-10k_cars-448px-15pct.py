@@ -2,4 +2,4 @@
 # cars, 15 %: BSS fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_cars-448px-15pct.py'
 
-model = {{_base_.bss}}
+model = _base_.bss

@@ -2,4 +2,4 @@
 # cub, 15 %: BSS fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_cub-448px-15pct.py'
 
-model = {{_base_.bss}}
+model = _base_.bss

@@ -2,5 +2,5 @@
 # cars, 15 %: L2SP fine-tuning.
 _base_ = './finetune_vit-base-p16_1xb16-10k_cars-448px-15pct.py'
 
-model = {{_base_.l2sp}}
-optim_wrapper = {{_base_.l2sp_optim_wrapper}}
+model = _base_.l2sp
+optim_wrapper = _base_.l2sp_optim_wrapper

@@ -3,7 +3,7 @@
 # with tools/model_converters/dacsm_to_plain.py, as a plain mmpretrain
 # VisionTransformer (the DAT's source / cross branches exist only while
 # DACSM trains) that outputs the four levels TMT's neck and UperNet read.
-dacsm_checkpoint = 'checkpoints/dacsm_deit-b-p16_visda2017_plain.pth'
+dacsm_checkpoint = 'checkpoints/dacsm_deit-base-p16_visda2017_plain.pth'
 dacsm_backbone = dict(
     _delete_=True,
     type='mmpretrain.VisionTransformer',

@@ -1,0 +1,16 @@
+# TMT twin of the vanilla_* config of the same name: the same fine-tuning with
+# the TMA neck and ACTE; the frozen source model is the checkpoint fine-tuning
+# starts from.
+_base_ = [
+    '../_base_/protocols/tmt_vit-base-p16-upernet.py',
+    'mmseg::_base_/datasets/cityscapes.py',
+]
+load_from = (
+    'work_dirs/source_vit-base-p16-upernet_8xb2-80k_gta5-512x1024/'
+    'iter_80000.pth'
+)
+model = dict(
+    decode_head=dict(num_classes=19),
+    auxiliary_head=dict(num_classes=19),
+    source_checkpoint=load_from,
+)

@@ -1,0 +1,16 @@
+# TMT twin of the vanilla_* config of the same name: the same fine-tuning with
+# the TMA neck and ACTE; the frozen source model is the checkpoint fine-tuning
+# starts from.
+_base_ = [
+    '../_base_/protocols/tmt_vit-base-p16-upernet.py',
+    'mmseg::_base_/datasets/vaihingen.py',
+]
+load_from = (
+    'work_dirs/source_vit-base-p16-upernet_8xb2-80k_potsdam-512x512/'
+    'iter_80000.pth'
+)
+model = dict(
+    decode_head=dict(num_classes=6),
+    auxiliary_head=dict(num_classes=6),
+    source_checkpoint=load_from,
+)
