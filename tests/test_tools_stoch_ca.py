@@ -15,7 +15,7 @@ from test_tools import TOOLS, check, run
 
 from xattn_mm.cls.testing import write_tiny_vit_checkpoint
 from xattn_mm.testing import crop_coco_objects, make_multi_domain_folder
-from xattn_mm.testing.configs import tiny_domainbed_config, tiny_vit_backbone
+from xattn_mm.testing.configs import multi_domain_leaf, write_shrunk_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = ROOT / 'configs' / 'stoch_ca' / 'domain_generalization'
@@ -33,10 +33,13 @@ train_cfg = dict(max_iters={iters}, val_interval={val})
 
 
 def domainbed_config(tmp: Path, kind: str, root: Path, pretrained) -> Path:
-    base = str(DG / f'{kind}_{DG_STEM}.py')
-    text = tiny_domainbed_config(
-        base, str(root), pretrained, kind == 'stochca'
-    ) + COMMON.format(iters=6, val=3)
+    """The shipped PACS config, shrunk, on the three-domain folder."""
+    base = write_shrunk_config(
+        str(DG / f'{kind}_{DG_STEM}.py'),
+        str(tmp / f'{kind}_domainbed_shrunk.py'),
+        pretrained,
+    )
+    text = multi_domain_leaf(base, str(root)) + COMMON.format(iters=6, val=3)
     path = tmp / f'{kind}_domainbed_tiny.py'
     path.write_text(text)
     return path
@@ -153,44 +156,23 @@ def test_transfer_protocol_on_coco128_object_crops(kind, tmp_path):
         )
         assert min(counts.values()) >= 10, counts
     pretrained = write_tiny_vit_checkpoint(tmp_path / 'pretrained.pth')
-    text = f"""_base_ = '{TRANSFER / f'{kind}_{TRANSFER_STEM}.py'}'
-num_classes = 4
-loader = dict(num_workers=0, persistent_workers=False)
+    base = write_shrunk_config(
+        str(TRANSFER / f'{kind}_{TRANSFER_STEM}.py'),
+        str(tmp_path / 'shrunk.py'),
+        pretrained,
+    )
+    text = f"""_base_ = '{base}'
 train_dataloader = dict(
     batch_size=8,
     dataset=dict(
         ratio=0.5,
-        dataset=dict(
-            data_root='{crops}',
-            data_prefix='train2017',
-            pipeline=[
-                dict(type='LoadImageFromFile'),
-                dict(type='Resize', scale=(40, 40)),
-                dict(type='RandomCrop', crop_size=32),
-                dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-                dict(type='PackInputs'),
-            ],
-        ),
+        dataset=dict(data_root='{crops}', data_prefix='train2017'),
     ),
-    **loader,
 )
-test = dict(
-    data_root='{crops}',
-    data_prefix='val2017',
-    pipeline=[
-        dict(type='LoadImageFromFile'),
-        dict(type='Resize', scale=(40, 40)),
-        dict(type='CenterCrop', crop_size=32),
-        dict(type='PackInputs'),
-    ],
-)
-val_dataloader = dict(batch_size=32, dataset=test, **loader)
+test = dict(data_root='{crops}', data_prefix='val2017')
+val_dataloader = dict(batch_size=32, dataset=test)
 test_dataloader = val_dataloader
-model = dict(
-    data_preprocessor=dict(num_classes=num_classes),
-    backbone={tiny_vit_backbone(kind == 'stochca', pretrained)},
-    head=dict(num_classes=num_classes, in_channels=32),
-)
+model = dict(data_preprocessor=dict(num_classes=4), head=dict(num_classes=4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, end=2),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=2, end=4),

@@ -34,7 +34,7 @@ import torch
 
 from xattn_mm.cls.testing import write_tiny_vit_checkpoint
 from xattn_mm.testing import make_coco_detection, make_multi_domain_folder
-from xattn_mm.testing.configs import tiny_domainbed_config
+from xattn_mm.testing.configs import multi_domain_leaf, write_shrunk_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ITERS = 8
@@ -139,9 +139,13 @@ def write_config(model: str, work_dir: str) -> str:
         make_multi_domain_folder(data, images_per_class=4)
         pretrained = osp.join(work_dir, 'pretrained_vit.pth')
         write_tiny_vit_checkpoint(pretrained)
-        text = tiny_domainbed_config(STOCH_CA_BASE, data, pretrained, True)
-        text += (
-            HOOKS + f'train_cfg = dict(max_iters={ITERS}, val_interval=1000)\n'
+        base = write_shrunk_config(
+            STOCH_CA_BASE, osp.join(work_dir, 'stoch_ca_shrunk.py'), pretrained
+        )
+        text = (
+            multi_domain_leaf(base, data)
+            + HOOKS
+            + f'train_cfg = dict(max_iters={ITERS}, val_interval=1000)\n'
         )
     path = osp.join(work_dir, f'{model}_tiny.py')
     with open(path, 'w') as f:

@@ -1,77 +1,10 @@
-"""Config text for CPU-sized runs of the project's configs (tests and the
-checks in tools/analysis_tools)."""
+"""Shipped configs made CPU-sized for runs in tests and the checks in
+tools/analysis_tools: :func:`shrink` for a model, :func:`write_shrunk_config`
+for a whole classification config."""
 
-TINY_VIT_ARCH = (
-    'dict(_delete_=True, embed_dims=32, num_layers=2, num_heads=4, '
-    'feedforward_channels=64)'
-)
-"""The configs name the ViT arch 'b'; this dict replaces it."""
+from typing import Optional
 
-
-def tiny_vit_backbone(stoch_ca: bool, pretrained: str) -> str:
-    """``model.backbone`` text: the tiny ViT (32 px, patch 8) from
-    ``pretrained``, inside StochCA's ``backbone`` when ``stoch_ca``."""
-    vit = (
-        f'dict(arch={TINY_VIT_ARCH}, img_size=32, patch_size=8, init_cfg=dict('
-        f"type='Pretrained', checkpoint='{pretrained}', prefix='backbone.'))"
-    )
-    return f'dict(backbone={vit})' if stoch_ca else vit
-
-
-def tiny_domainbed_config(
-    base: str, data_root: str, pretrained: str, stoch_ca: bool
-) -> str:
-    """A DomainBed config (``base``) on the three-domain folder of
-    :func:`~xattn_mm.testing.make_multi_domain_folder` at 32 px, its
-    augmentation kept, with the tiny ViT; schedule and hooks are left to
-    the caller.
-
-    Args:
-        base (str): Path of a ``configs/stoch_ca/domain_generalization``
-            config.
-        data_root (str): The folder.
-        pretrained (str): Tiny ViT weights
-            (:func:`~xattn_mm.testing.checkpoints.write_tiny_vit_checkpoint`).
-        stoch_ca (bool): Whether ``base`` is a StochCA config.
-
-    Returns:
-        str: Config text.
-    """
-    return f"""_base_ = '{base}'
-data_root = '{data_root}'
-domains = ['photo', 'sketch', 'cartoon']
-test_domain = 'sketch'
-num_classes = 3
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.7, 1.0)),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='HueWrapColorJitter', brightness=0.3, contrast=0.3,
-         saturation=0.3, hue=0.3),
-    dict(type='RandomGrayscale', prob=0.1, keep_channels=True),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(32, 32)),
-    dict(type='PackInputs'),
-]
-data = dict(data_root=data_root, domains=domains, test_domain=test_domain)
-loader = dict(num_workers=0, persistent_workers=False)
-train_dataloader = dict(
-    batch_size=4, dataset=dict(pipeline=train_pipeline, **data), **loader
-)
-val_dataloader = dict(
-    batch_size=16, dataset=dict(pipeline=test_pipeline, **data), **loader
-)
-test_dataloader = val_dataloader
-model = dict(
-    data_preprocessor=dict(num_classes=num_classes),
-    backbone={tiny_vit_backbone(stoch_ca, pretrained)},
-    head=dict(num_classes=num_classes, in_channels=32),
-)
-"""
-
+from mmengine.config import Config
 
 # ---- shrinking a shipped config for CPU tests ----------------------------
 # One rule per model family and backbone; ``shrink`` raises on a type it has
@@ -217,3 +150,82 @@ def _shrink_segmentor(model: dict) -> None:
     )
     model['auxiliary_head'].update(in_channels=DIMS, channels=16, norm_cfg=bn)
     model['test_cfg'] = dict(mode='whole')
+
+
+def _rescale_pipelines(node, factor: float) -> None:
+    """Scale the ``scale`` / ``crop_size`` of every transform in every
+    pipeline under ``node`` (a config tree) by ``factor``."""
+
+    def side(value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(side(v) for v in value)
+        return max(1, round(value * factor))
+
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'pipeline' or key.endswith('_pipeline'):
+                for transform in value:
+                    for name in ('scale', 'crop_size'):
+                        if name in transform:
+                            transform[name] = side(transform[name])
+            else:
+                _rescale_pipelines(value, factor)
+    elif isinstance(node, list):
+        for item in node:
+            _rescale_pipelines(item, factor)
+
+
+def write_shrunk_config(
+    src: str, dst: str, pretrained: Optional[str] = None
+) -> str:
+    """Write a shipped classification config shrunk for a CPU run: its
+    model by :func:`shrink` (the tiny ViT, ``CLS_SIZE`` px), every
+    pipeline's image sizes scaled by the same factor as the model's
+    (224 or 448 px to 32; a 550 px resize to 39), no loader workers. The
+    augmentation, datasets, schedule and hooks stay the shipped ones; a
+    config inheriting ``dst`` overrides what a run needs (data roots,
+    iterations).
+
+    Args:
+        src (str): A config under ``configs/`` with a ViT classifier.
+        dst (str): Where to write the shrunk config.
+        pretrained (str, optional): Tiny ViT weights
+            (:func:`~xattn_mm.testing.checkpoints.write_tiny_vit_checkpoint`)
+            the (inner) ViT loads; random initialisation if None.
+
+    Returns:
+        str: ``dst``.
+    """
+    cfg = Config.fromfile(src)
+    vit = _inner_backbone(cfg.model['backbone'])
+    factor = CLS_SIZE / vit['img_size']
+    shrink(cfg.model)
+    if pretrained is not None:
+        vit['init_cfg'] = dict(
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.'
+        )
+    _rescale_pipelines(cfg._cfg_dict, factor)
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader:
+            loader.update(num_workers=0, persistent_workers=False)
+    cfg.dump(dst)
+    return dst
+
+
+def multi_domain_leaf(base: str, data_root: str) -> str:
+    """Config text over ``base`` (a shrunk DomainBed config, from
+    :func:`write_shrunk_config`) on the three domains of
+    :func:`~xattn_mm.testing.make_multi_domain_folder`, 'sketch' held out;
+    schedule and hooks are left to the caller."""
+    return f"""_base_ = '{base}'
+data = dict(
+    data_root='{data_root}',
+    domains=['photo', 'sketch', 'cartoon'],
+    test_domain='sketch',
+)
+train_dataloader = dict(batch_size=4, dataset=data)
+val_dataloader = dict(batch_size=16, dataset=data)
+test_dataloader = val_dataloader
+model = dict(data_preprocessor=dict(num_classes=3), head=dict(num_classes=3))
+"""
