@@ -210,6 +210,11 @@ def bases() -> Dict[str, str]:
             '',
             f'optim_wrapper = dict(optimizer=dict(lr={bench.lr[1]}))',
             STAGE2,
+            '# The checkpoint a leaf starts from: .format(backbone, source).',
+            'stage1_checkpoint = (',
+            f"    'work_dirs/{stem('{}', 1, name, '{}')}/'",
+            "    'epoch_10.pth'",
+            ')',
         )
     return files
 
@@ -221,18 +226,9 @@ def ann(bench: Benchmark, domain: str) -> str:
     return f"dict(data_root='{root}', ann_file='{ann_file}')"
 
 
-def load_from(name: str, backbone: str, source: str) -> str:
-    return lines(
-        'load_from = (',
-        f"    'work_dirs/{stem(backbone, 1, name, slug(source))}/'",
-        "    'epoch_10.pth'",
-        ')',
-    )
-
-
 BACKBONES = {
     'deit-small': ('DeiT-S', ''),
-    'deit-base': ('DeiT-B', 'model = {{_base_.deit_base}}\n'),
+    'deit-base': ('DeiT-B', 'model = _base_.deit_base\n'),
 }
 
 
@@ -271,16 +267,16 @@ def leaves() -> Dict[str, str]:
             )
             pair = f'{slug(source)}2{slug(target)}'
             for backbone in BACKBONES:
-                body = (
-                    lines(f'source = {ann(bench, source)}')
-                    + load_from(name, backbone, source)
-                    + lines(
-                        f'target = {ann(bench, target)}',
-                        'train_dataloader = dict(dataset=dict(source=source, '
-                        'target=target))',
-                        'val_dataloader = test_dataloader = '
-                        'dict(dataset=target)',
-                    )
+                # The target line parts the runs the leaves of one source
+                # share, the checkpoint line the DeiT-S / DeiT-B twins'.
+                body = lines(
+                    f'source = {ann(bench, source)}',
+                    f'target = {ann(bench, target)}',
+                    'load_from = _base_.stage1_checkpoint.format('
+                    f"'{backbone}', '{slug(source)}')",
+                    'train_dataloader = dict(dataset=dict(source=source, '
+                    'target=target))',
+                    'val_dataloader = test_dataloader = dict(dataset=target)',
                 )
                 files[f'{name}/{stem(backbone, 2, name, pair)}.py'] = leaf(
                     title, backbone, stem('deit-small', 2, name), body

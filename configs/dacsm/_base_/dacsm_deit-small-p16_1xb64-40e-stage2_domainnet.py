@@ -16,3 +16,7 @@ train_dataloader = dict(
 train_cfg = dict(max_epochs={{_base_.stage2_epochs}})
 param_scheduler = {{_base_.stage2_param_scheduler}}
 custom_hooks = {{_base_.stage2_hooks}}
+# The checkpoint a leaf starts from: .format(backbone, source).
+stage1_checkpoint = (
+    'work_dirs/dacsm_{}-p16_1xb64-10e-stage1_domainnet-{}/epoch_10.pth'
+)

@@ -2,7 +2,7 @@
 # DomainNet, stage 1 (source only) on 'painting', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-10e-stage1_domainnet.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 train_dataloader = dict(dataset=dict(ann_file='painting.txt'))
 val_dataloader = dict(dataset=dict(ann_file='painting.txt'))
 test_dataloader = val_dataloader

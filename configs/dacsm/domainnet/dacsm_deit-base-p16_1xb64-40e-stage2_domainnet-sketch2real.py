@@ -2,12 +2,9 @@
 # DomainNet, stage 2 (adaptation) 'sketch' -> 'real', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_domainnet.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 source = dict(ann_file='sketch.txt')
-load_from = (
-    'work_dirs/dacsm_deit-base-p16_1xb64-10e-stage1_domainnet-sketch/'
-    'epoch_10.pth'
-)
 target = dict(ann_file='real.txt')
+load_from = _base_.stage1_checkpoint.format('deit-base', 'sketch')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)

@@ -3,10 +3,7 @@
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_domainnet.py'
 
 source = dict(ann_file='painting.txt')
-load_from = (
-    'work_dirs/dacsm_deit-small-p16_1xb64-10e-stage1_domainnet-painting/'
-    'epoch_10.pth'
-)
 target = dict(ann_file='quickdraw.txt')
+load_from = _base_.stage1_checkpoint.format('deit-small', 'painting')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)

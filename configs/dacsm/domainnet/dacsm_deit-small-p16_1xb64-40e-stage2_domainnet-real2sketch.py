@@ -3,10 +3,7 @@
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_domainnet.py'
 
 source = dict(ann_file='real.txt')
-load_from = (
-    'work_dirs/dacsm_deit-small-p16_1xb64-10e-stage1_domainnet-real/'
-    'epoch_10.pth'
-)
 target = dict(ann_file='sketch.txt')
+load_from = _base_.stage1_checkpoint.format('deit-small', 'real')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)

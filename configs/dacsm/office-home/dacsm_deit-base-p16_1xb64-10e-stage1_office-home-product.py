@@ -2,7 +2,7 @@
 # Office-Home, stage 1 (source only) on 'Product', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-10e-stage1_office-home.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 train_dataloader = dict(dataset=dict(ann_file='Product.txt'))
 val_dataloader = dict(dataset=dict(ann_file='Product.txt'))
 test_dataloader = val_dataloader

@@ -2,7 +2,7 @@
 # Office-31, stage 1 (source only) on 'dslr', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-10e-stage1_office31.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 train_dataloader = dict(dataset=dict(ann_file='dslr_list.txt'))
 val_dataloader = dict(dataset=dict(ann_file='dslr_list.txt'))
 test_dataloader = val_dataloader

@@ -2,12 +2,9 @@
 # Office-31, stage 2 (adaptation) 'webcam' -> 'dslr', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_office31.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 source = dict(ann_file='webcam_list.txt')
-load_from = (
-    'work_dirs/dacsm_deit-base-p16_1xb64-10e-stage1_office31-webcam/'
-    'epoch_10.pth'
-)
 target = dict(ann_file='dslr_list.txt')
+load_from = _base_.stage1_checkpoint.format('deit-base', 'webcam')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)

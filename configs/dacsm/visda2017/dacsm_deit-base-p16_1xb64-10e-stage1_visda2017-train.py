@@ -2,7 +2,7 @@
 # VisDA-2017, stage 1 (source only) on 'train', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-10e-stage1_visda2017.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 train_dataloader = dict(
     dataset=dict(data_root='data/visda/train', ann_file='train_image_list.txt')
 )

@@ -2,14 +2,11 @@
 # VisDA-2017, stage 2 (adaptation) 'train' -> 'validation', DeiT-B.
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_visda2017.py'
 
-model = {{_base_.deit_base}}
+model = _base_.deit_base
 source = dict(data_root='data/visda/train', ann_file='train_image_list.txt')
-load_from = (
-    'work_dirs/dacsm_deit-base-p16_1xb64-10e-stage1_visda2017-train/'
-    'epoch_10.pth'
-)
 target = dict(
     data_root='data/visda/validation', ann_file='valid_image_list.txt'
 )
+load_from = _base_.stage1_checkpoint.format('deit-base', 'train')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)

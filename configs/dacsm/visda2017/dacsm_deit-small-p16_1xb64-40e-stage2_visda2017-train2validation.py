@@ -3,12 +3,9 @@
 _base_ = '../_base_/dacsm_deit-small-p16_1xb64-40e-stage2_visda2017.py'
 
 source = dict(data_root='data/visda/train', ann_file='train_image_list.txt')
-load_from = (
-    'work_dirs/dacsm_deit-small-p16_1xb64-10e-stage1_visda2017-train/'
-    'epoch_10.pth'
-)
 target = dict(
     data_root='data/visda/validation', ann_file='valid_image_list.txt'
 )
+load_from = _base_.stage1_checkpoint.format('deit-small', 'train')
 train_dataloader = dict(dataset=dict(source=source, target=target))
 val_dataloader = test_dataloader = dict(dataset=target)
