@@ -19,6 +19,7 @@ from xattn_mm.cls.engine import (
     mutual_nearest_neighbours,
     pair_domains,
 )
+from xattn_mm.cls.models.backbones.vit_utils import embed_tokens
 from xattn_mm.cls.models.utils import rescale_images
 from xattn_mm.testing import make_multi_domain_folder, write_image_list
 from xattn_mm.testing.amp import AMP_DTYPES, autocast_parity
@@ -167,11 +168,79 @@ def test_cosine_attention_temperature_is_absent_without_it():
         (dict(noise_std='a'), 'noise_std'),
         (dict(noise_placement='query'), 'noise_placement'),
         (dict(noise_schedule='cosine'), 'noise_schedule'),
+        (dict(cross_residual='query'), 'cross_residual'),
     ],
 )
 def test_dat_rejects_bad_arguments(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         build_dat(**kwargs)
+
+
+def reference_branches(dat, source, target, cross_residual):
+    """The three streams one at a time, as CDTrans's blocks run them (eval,
+    no noise): per block, each stream adds its attention output and the MLP
+    residually; the cross stream's attention takes queries from the source
+    stream and keys / values from the target stream; it starts from the
+    ``cross_residual`` tokens."""
+    tokens_s, resolution = embed_tokens(dat, source)
+    tokens_t, _ = embed_tokens(dat, target)
+    start = tokens_s if cross_residual == 'source' else tokens_t
+    streams = [tokens_s, tokens_t, start.clone()]
+    heads = dat.layers[0].attn.num_heads
+
+    def split(x):
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    for i, layer in enumerate(dat.layers):
+        attn = layer.attn
+        qkv = [
+            [split(p) for p in attn.qkv(layer.ln1(x)).chunk(3, dim=-1)]
+            for x in streams[:2]
+        ]
+        pairs = [(0, 0), (1, 1), (0, 1)]  # (query stream, key/value stream)
+        new = []
+        for x, (q, kv) in zip(streams, pairs):
+            query, key, value = qkv[q][0], qkv[kv][1], qkv[kv][2]
+            scale = attn.head_dims**-0.5
+            weights = (query @ key.transpose(-2, -1) * scale).softmax(-1)
+            out = (weights @ value).transpose(1, 2).flatten(-2)
+            x = x + attn.proj(out)
+            new.append(layer.ffn(layer.ln2(x), identity=x))
+        streams = new
+        if i == dat.num_layers - 1 and dat.final_norm:
+            streams = [dat.ln1(x) for x in streams]
+    return [dat._format_output(x, resolution) for x in streams]
+
+
+@pytest.mark.parametrize('cross_residual', ['source', 'target'])
+def test_branches_match_the_stream_by_stream_reference(cross_residual):
+    dat = build_dat(cross_residual=cross_residual, out_type='raw')
+    dat.eval()
+    source, target = images(0), images(1)
+    with torch.no_grad():
+        outs = dat.forward_branches(source, target)
+        expected = reference_branches(dat, source, target, cross_residual)
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_residual_moves_only_the_cross_streams_patch_tokens():
+    """Each cross-stream token's update reads only its own residual and the
+    source / target streams, and the class token starts alike in both, so
+    the choice reaches the patch tokens only: a class-token head sees no
+    difference."""
+    source, target = images(0), images(1)
+    outs = {}
+    for residual in ('source', 'target'):
+        dat = build_dat(cross_residual=residual, out_type='raw')
+        dat.eval()
+        with torch.no_grad():
+            outs[residual] = dat.forward_branches(source, target)
+    for a, b in zip(outs['source'][:2], outs['target'][:2]):
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    cross_s, cross_t = outs['source'][2][0], outs['target'][2][0]
+    torch.testing.assert_close(cross_s[:, 0], cross_t[:, 0], rtol=0, atol=0)
+    assert not torch.allclose(cross_s[:, 1:], cross_t[:, 1:])
 
 
 def test_dat_rejects_mismatched_batches():

@@ -48,6 +48,10 @@ model = dict(
         noise_placement='logits',
         noise_schedule='constant',
         cosine_attention=False,
+        # The cross stream's residual starts from the source tokens (the
+        # DACSM paper, Fig. 3); 'target' is CDTrans's. With the class-token
+        # output only the patch tokens differ (docs/protocols.md).
+        cross_residual='source',
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.'
         ),

@@ -4,9 +4,15 @@ arXiv 2603.17474), built on CDTrans's three weight-shared branches.
 Every block runs the source stream and the target stream through their own
 self-attention, and a third, cross stream whose attention takes its queries
 from the source stream and its keys and values from the target stream (the
-content of the source, the style of the target). The cross stream starts
-from the target token embeddings and adds its attention output residually,
-then goes through the shared MLP (CDTrans). While training, Gaussian
+content of the source, the style of the target). The cross stream adds its
+attention output residually and goes through the shared MLP; which tokens
+its residual stream starts from is ``cross_residual``: the source tokens by
+default, as the DACSM paper's Fig. 3 caption says ("the residual connection
+adds the Source Query stream to the attention output"; its code is not
+public), or the target tokens as CDTrans's code does. A cross-stream token's
+update reads only its own residual and the source / target streams, and the
+class token starts alike either way, so the choice reaches the patch tokens
+only (``out_type='cls_token'`` outputs are identical). While training, Gaussian
 "beneficial noise" perturbs the cross-attention (its logits, keys or values).
 Inference is the target branch alone: the host ViT's own forward.
 """
@@ -26,6 +32,7 @@ from .vit_utils import check_supported_backbone, embed_tokens
 
 NOISE_PLACEMENTS = ('logits', 'key', 'value')
 NOISE_SCHEDULES = ('constant', 'linear')
+CROSS_RESIDUALS = ('source', 'target')
 # Cosine attention temperature: initial value and cap (Swin V2's choice).
 _INIT_LOGIT_SCALE = math.log(10.0)
 _MAX_LOGIT_SCALE = math.log(100.0)
@@ -53,6 +60,10 @@ class DAT(VisionTransformer):
         cosine_attention (bool): Cross-attention logits as cosine
             similarities of L2-normalised queries and keys times a learnable
             per-head temperature. Defaults to False (scaled dot product).
+        cross_residual (str): The tokens the cross stream's residual starts
+            from: ``'source'`` (the query stream; the DACSM paper, Fig. 3)
+            or ``'target'`` (the key/value stream; CDTrans). Defaults to
+            ``'source'``.
         **kwargs: :class:`VisionTransformer` arguments (``arch``,
             ``img_size``, ``drop_path_rate``, ``init_cfg``, ...).
     """
@@ -63,6 +74,7 @@ class DAT(VisionTransformer):
         noise_placement: str = 'logits',
         noise_schedule: str = 'constant',
         cosine_attention: bool = False,
+        cross_residual: str = 'source',
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,6 +95,12 @@ class DAT(VisionTransformer):
                 f'noise_schedule must be one of {NOISE_SCHEDULES}, got '
                 f'{noise_schedule!r}.'
             )
+        if cross_residual not in CROSS_RESIDUALS:
+            raise ValueError(
+                f'cross_residual must be one of {CROSS_RESIDUALS}, got '
+                f'{cross_residual!r}.'
+            )
+        self.cross_residual = cross_residual
         self.noise_std = float(noise_std)
         self.noise_placement = noise_placement
         self.noise_schedule = noise_schedule
@@ -183,17 +201,21 @@ class DAT(VisionTransformer):
         if source.shape != target.shape:
             raise ValueError(
                 'source and target batches must have the same shape (the '
-                'cross stream adds source-query attention onto target '
-                f'tokens), got {tuple(source.shape)} and '
-                f'{tuple(target.shape)}.'
+                'three streams run stacked on the batch, the cross stream '
+                'pairs source and target tokens), got '
+                f'{tuple(source.shape)} and {tuple(target.shape)}.'
             )
         batch = source.shape[0]
         tokens, patch_resolution = embed_tokens(
             self, torch.cat([source, target])
         )
         # Streams stacked on the batch: source, target, cross (which starts
-        # from the target embeddings).
-        hidden = torch.cat([tokens, tokens[batch:]])
+        # from the source or the target embeddings: ``cross_residual``).
+        if self.cross_residual == 'source':
+            start = tokens[:batch]
+        else:
+            start = tokens[batch:]
+        hidden = torch.cat([tokens, start])
         outs = ([], [], [])
         for i, layer in enumerate(self.layers):
             attn = layer.attn
