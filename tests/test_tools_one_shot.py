@@ -4,14 +4,18 @@ tools/test.py and the distributed launchers, on the shared real data
 
 The configs run as they are (datasets, pipelines, metric, schedule, hooks)
 with two changes: the model is shrunk (a tiny Swin V2 in the official
-layout) and the runs are a few iterations long. The data directories the
-configs expect (``data/coco``, ``data/VOCdevkit``) are symlinks to
-``XATTN_DATA``; nothing is copied.
+layout) and the runs are a few iterations long. The data the configs
+expect (``data/coco/{annotations,train2017,val2017}``, ``data/VOCdevkit``)
+are symlinks to ``XATTN_DATA``; nothing is copied. COCO128 has no CoAE
+reference pools: ``data/coco/ref_ann_file/`` gets pools in BHRL's format
+holding every non-crowd object.
 """
 
 import json
 import os
+import pickle
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -62,9 +66,21 @@ log_processor = dict(by_epoch=False)
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('one_shot_tools')
-    (root / 'data').mkdir()
     data = Path(DATA).resolve()  # XATTN_DATA may be relative (CI's is)
-    (root / 'data' / 'coco').symlink_to(data / 'coco128')
+    coco = root / 'data' / 'coco'
+    (coco / 'ref_ann_file').mkdir(parents=True)
+    for name in ('annotations', 'train2017', 'val2017'):
+        (coco / name).symlink_to(data / 'coco128' / name)
+    for split in ('train', 'val'):
+        with open(coco / 'annotations' / f'instances_{split}2017.json') as f:
+            anns = json.load(f)['annotations']
+        pool = defaultdict(list)
+        for a in anns:
+            if not a['iscrowd']:
+                pool[a['category_id']].append(dict(id=a['id']))
+        path = coco / 'ref_ann_file' / f'id_ref_instances_{split}2017.pkl'
+        with open(path, 'wb') as f:
+            pickle.dump(dict(pool), f)
     (root / 'data' / 'VOCdevkit').symlink_to(data / 'VOCdevkit')
     return root
 

@@ -1,5 +1,9 @@
+import json
 import os
 import os.path as osp
+import pickle
+import random
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -120,27 +124,63 @@ def test_train_pairs_respect_the_rules():
 
 
 def test_test_samples_and_draws():
-    images = [[(2, 0), (2, 0), (0, 0)], [(2, 0)], [(2, 0)], [(2, 1)]]
+    images = [[(2, 0), (2, 0), (0, 0)], [(2, 0)], [(2, 0)], [(2, 1)], [(1, 0)]]
     ds = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
-    # (draw, image, class) for every image holding a non-ignored c.
-    assert ds.samples == [(k, i, 2) for k in (0, 1) for i in (0, 1, 2)]
+    # CoAE / BHRL: (draw, image, class) for every image annotated with c,
+    # image 3's ignored c included.
+    assert ds.samples == [(k, i, 2) for k in (0, 1) for i in (0, 1, 2, 3)]
     pairs = [ds.get_pair(i) for i in range(len(ds))]
-    for idx, label, [(ex_idx, _)], draw in pairs:
-        assert ex_idx != idx and label == 2 and draw in (0, 1)
-    # Draw k of image 1 is element k of its shuffled candidate list.
-    import random
-
-    others = [(0, 0), (0, 1), (2, 0)]
-    random.Random(1).shuffle(others)
-    assert pairs[1][2] == [others[0]] and pairs[4][2] == [others[1]]
+    # Draw k of image i: pool[order[k]], order = range(4) shuffled by
+    # random.seed(i); the pool keeps the target's own c.
+    pool = [(0, 0), (0, 1), (1, 0), (2, 0)]
+    for idx, label, [exemplar], draw in pairs:
+        random.seed(idx)
+        order = list(range(len(pool)))
+        random.shuffle(order)
+        assert label == 2 and exemplar == pool[order[draw]]
+    assert any(ex[0] == idx for idx, _, [ex], _ in pairs)
     again = toy(images, unseen_classes=['c'], test_mode=True, draws=(0, 1))
     assert [again.get_pair(i) for i in range(len(ds))] == pairs
-    # a has no candidate outside image 0: no seen-class test sample.
+    # b is annotated only in image 4: still a pair, its exemplar its own b.
+    seen = toy(
+        images,
+        unseen_classes=['c'],
+        test_mode=True,
+        test_classes='seen',
+        draws=(3,),
+    )
+    assert (3, 4, 1) in seen.samples
+    assert seen.get_pair(seen.samples.index((3, 4, 1)))[2] == [(4, 0)]
+
+    # The former rule: candidates in the other images only, and a pair
+    # only where the image has a non-ignored c and c exists elsewhere.
+    other = toy(
+        images,
+        unseen_classes=['c'],
+        test_mode=True,
+        draws=(0, 1),
+        exemplar_sampler=dict(
+            type='CoAEExemplarSampler', other_images_only=True
+        ),
+    )
+    assert other.samples == [(k, i, 2) for k in (0, 1) for i in (0, 1, 2)]
+    others = [(0, 0), (0, 1), (2, 0)]
+    random.Random(1).shuffle(others)
+    assert other.get_pair(1)[2] == [others[0]]
+    assert other.get_pair(4)[2] == [others[1]]
     with pytest.raises(ValueError, match='no test sample'):
-        toy(images, unseen_classes=['c'], test_mode=True, test_classes='seen')
+        toy(
+            images,
+            unseen_classes=['a', 'c'],
+            test_mode=True,
+            test_classes='seen',
+            exemplar_sampler=dict(
+                type='CoAEExemplarSampler', other_images_only=True
+            ),
+        )
 
 
-def _coco(split_file, split, test_mode):
+def _coco(split_file, split, test_mode, **kwargs):
     root = osp.join(DATA, 'coco128')
     return DATASETS.build(
         dict(
@@ -166,6 +206,7 @@ def _coco(split_file, split, test_mode):
                 dict(type='LoadAnnotations', with_bbox=True),
                 dict(type='PackOneShotInputs'),
             ],
+            **kwargs,
         )
     )
 
@@ -249,6 +290,133 @@ def test_coco_test_draws_ignore_workers_and_ranks():
     assert ranks == single
 
 
+def bhrl_test_draws(ann_file, split, positions=range(5), pool=None):
+    """BHRL's test pairs and exemplar draws, straight from the COCO file
+    (BHRL ``mmdet/datasets/one_shot_coco.py`` at 9ad7438: the split
+    ``(i + 1) % 4 == split % 4`` over the sorted category ids, 73-82; one
+    pair per image and unseen category in annotation order, 84-120;
+    ``random.seed(img_id)``, ``shuffle(range(n))``, ``position % n``,
+    233-248). ``pool``: category id -> annotation ids (default: the
+    category's non-crowd annotations in file order, pycocotools'
+    ``getAnnIds(catIds=[c], iscrowd=False)``)."""
+    with open(ann_file) as f:
+        coco = json.load(f)
+    cats = sorted(c['id'] for c in coco['categories'])
+    unseen = {c for i, c in enumerate(cats) if (i + 1) % 4 == split % 4}
+    anns = {a['id']: a for a in coco['annotations']}
+    of_image = defaultdict(list)
+    for a in coco['annotations']:
+        of_image[a['image_id']].append(a)
+    pairs = []
+    for img in coco['images']:
+        found = []
+        for a in of_image[img['id']]:
+            if a['category_id'] in unseen and a['category_id'] not in found:
+                found.append(a['category_id'])
+        pairs += [(img['id'], c) for c in found]
+    if pool is None:
+        pool = defaultdict(list)
+        for a in coco['annotations']:
+            if not a['iscrowd']:
+                pool[a['category_id']].append(a['id'])
+    draws = {}
+    for position in positions:
+        for img_id, cat in pairs:
+            random.seed(img_id)
+            order = list(range(len(pool[cat])))
+            random.shuffle(order)
+            ref = anns[pool[cat][order[position % len(order)]]]
+            x, y, w, h = ref['bbox']
+            draws[position, img_id, cat] = (
+                ref['image_id'],
+                (x, y, x + w, y + h),
+            )
+    return draws
+
+
+def drawn_instances(ds):
+    """(draw, image id, category id) -> (exemplar image id, box)."""
+    cat_ids = ds.dataset.cat_ids
+    out = {}
+    for index in range(len(ds)):
+        idx, label, [(ex_idx, j)], draw = ds.get_pair(index)
+        info = ds.dataset.get_data_info(ex_idx)
+        key = (draw, ds.image_id(idx), cat_ids[label])
+        out[key] = (info['img_id'], tuple(info['instances'][j]['bbox']))
+    return out
+
+
+@needs_data
+def test_coco128_test_draws_are_bhrls():
+    ds = _coco('val2017', 'coco1', test_mode=True)
+    ann_file = osp.join(DATA, 'coco128/annotations/instances_val2017.json')
+    expected = bhrl_test_draws(ann_file, split=1)
+    ours = drawn_instances(ds)
+    assert len(expected) == 5 * 148 and ours == expected
+    # The target's own objects are candidates: some draws are one.
+    own = sum(ex_img == img for (_, img, _), (ex_img, _) in ours.items())
+    assert own > 0
+    # The former rule drops the 3 pairs whose class is only in that image.
+    other = _coco(
+        'val2017',
+        'coco1',
+        test_mode=True,
+        exemplar_sampler=dict(
+            type='CoAEExemplarSampler', other_images_only=True
+        ),
+    )
+    assert len(other) == 5 * 145
+
+
+@needs_data
+def test_reference_pool_sets_the_pool_and_its_order(tmp_path):
+    ann_file = osp.join(DATA, 'coco128/annotations/instances_val2017.json')
+    with open(ann_file) as f:
+        anns = json.load(f)['annotations']
+    # A pool of every other annotation per category, in reverse id order,
+    # as BHRL's records (dicts with the annotation id).
+    by_cat = defaultdict(list)
+    for a in sorted(anns, key=lambda a: -a['id']):
+        by_cat[a['category_id']].append(a['id'])
+    pool = {c: ids[::2] for c, ids in by_cat.items()}
+    path = tmp_path / 'id_ref_instances_val2017.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump(
+            {c: [{'id': i} for i in ids] for c, ids in pool.items()}, f
+        )
+    ds = _coco('val2017', 'coco1', test_mode=True, reference_pool=str(path))
+    expected = bhrl_test_draws(ann_file, split=1, pool=pool)
+    assert drawn_instances(ds) == expected
+    # Training draws come from the pool, never from the target image.
+    train = _coco(
+        'val2017', 'coco2', test_mode=False, reference_pool=str(path)
+    )
+    cat_ids = train.dataset.cat_ids
+    in_pool = {
+        (train.dataset.get_data_info(i)['img_id'], j)
+        for label in train.candidates
+        for i, j in train.candidates[label]
+    }
+    assert len(in_pool) == sum(len(ids) for ids in pool.values())
+    np.random.seed(0)
+    for index in range(0, len(train), 7):
+        idx, label, [(ex_idx, j)], _ = train.get_pair(index)
+        assert ex_idx != idx and (ex_idx, j) in train.candidates[label]
+        assert pool[cat_ids[label]]
+    # Bad input names the file and what was expected.
+    with pytest.raises(FileNotFoundError, match='missing.pkl'):
+        _coco(
+            'val2017',
+            'coco1',
+            True,
+            reference_pool=str(tmp_path / 'missing.pkl'),
+        )
+    with open(path, 'wb') as f:
+        pickle.dump({1: [{'id': -5}]}, f)
+    with pytest.raises(ValueError, match='annotation id -5'):
+        _coco('val2017', 'coco1', True, reference_pool=str(path))
+
+
 class _Subset:
     def __init__(self, ds, indices):
         self.ds, self.indices = ds, indices
@@ -276,7 +444,7 @@ def test_exemplar_swap_control():
         t_idx, t_label, [(ex_idx, ex_inst)], _ = swap.get_pair(index)
         assert (t_idx, t_label) == (idx, label)  # same target and truth
         ex_label = images[ex_idx][ex_inst][0]
-        assert ex_label != label and ex_idx != idx
+        assert ex_label != label
         assert ex_label == swap.swap_label(index)
         shown.append(ex_label)
     # Deterministic, and both other classes occur.

@@ -14,18 +14,37 @@ Instance = Tuple[int, int]  # (data index, instance index)
 
 @TASK_UTILS.register_module()
 class CoAEExemplarSampler:
-    """One exemplar per sample, of the sample's class, from another image.
+    """One exemplar per sample, of the sample's class: CoAE's and BHRL's
+    rule (docs/protocols.md gives each rule's source line).
 
-    - Training: a random candidate of the class chosen by the dataset, from
-      a different image (``np.random``, which mmengine seeds per worker).
-    - Testing: draw ``k`` is element ``k mod n`` of the class's candidates
-      in the other images, shuffled by ``random.Random(img_id)``, so draws
-      depend only on the image id, never on workers, ranks or batch size.
-      A test (image, class) pair needs a candidate in another image.
+    - Testing: every (image, test class annotated in it) is a sample, an
+      object flagged ignored (crowd, difficult) included (BHRL
+      ``OneShotCocoDataset.load_annotations``). Draw ``k`` of image ``i``
+      is ``pool[order[k % n]]``: ``pool`` is the class's exemplar pool
+      (:attr:`OneShotDataset.candidates`, ``n`` entries, the target
+      image's own instances included), ``order`` is ``list(range(n))``
+      shuffled by Python's ``random`` seeded with the image id (BHRL
+      ``prepare_test_ref_img``; CoAE ``roibatchLoader.load_query``), so a
+      draw depends only on the image id, never on workers, ranks or batch
+      size. ``k`` is BHRL's ``position`` (its ``--average`` runs 0..4).
+    - Training: a random pool entry of the class chosen by the dataset,
+      from a different image (``np.random``, which mmengine seeds per
+      worker; BHRL ``prepare_train_ref_img`` redraws until the image
+      differs).
+
+    Args:
+        other_images_only (bool): The rule this project used before: test
+            draws among the class's pool entries in the other images (the
+            shuffle of those), and a test (image, class) pair only where the
+            class has a non-ignored object in the image and an entry in
+            another image. Defaults to False (CoAE / BHRL).
     """
 
     #: The dataset gives one exemplar image per sample.
     stacked = False
+
+    def __init__(self, other_images_only: bool = False) -> None:
+        self.other_images_only = bool(other_images_only)
 
     def check(self, test_mode: bool, exemplar_swap: bool) -> None:
         """Refuse dataset settings the protocol does not define."""
@@ -35,17 +54,25 @@ class CoAEExemplarSampler:
         return tuple(draws)
 
     def keeps(self, dataset, idx: int, label: int) -> bool:
-        """Whether test image ``idx`` with class ``label`` is a sample."""
-        return dataset.has_other_image(label, idx)
+        """Whether test image ``idx`` with class ``label`` (annotated in
+        it) is a sample."""
+        if self.other_images_only:
+            return label in dataset.object_labels[idx] and (
+                dataset.has_other_image(label, idx)
+            )
+        return bool(dataset.candidates.get(label))
 
     def test_exemplars(
         self, dataset, draw: int, idx: int, label: int
     ) -> List[Instance]:
         """The exemplar of draw ``draw`` for image ``idx``, class ``label``
         (the class the exemplar shows)."""
-        others = [c for c in dataset.candidates[label] if c[0] != idx]
-        random.Random(dataset.image_id(idx)).shuffle(others)
-        return [others[draw % len(others)]]
+        pool = dataset.candidates[label]
+        if self.other_images_only:
+            pool = [c for c in pool if c[0] != idx]
+        order = list(range(len(pool)))
+        random.Random(dataset.image_id(idx)).shuffle(order)
+        return [pool[order[draw % len(order)]]]
 
     def train_exemplars(self, dataset, idx: int, label: int) -> List[Instance]:
         """A random exemplar of ``label`` for training image ``idx``."""
@@ -69,8 +96,8 @@ class IADETRExemplarSampler(CoAEExemplarSampler):
     ``cat_ids``), and for each one the list of its ``n`` candidates (in
     dataset order), repeated ``K // n + 1`` times when ``n < K``, is
     shuffled and its first ``K`` taken. As officially, the target image's
-    own instances are candidates too, so every (image, test class) pair is
-    a sample.
+    own instances are candidates too, so every (image, test class with a
+    non-ignored object in it) pair is a sample.
 
     Args:
         num_exemplars (int): Exemplars per sample (``K``). Defaults to 5.
@@ -86,6 +113,7 @@ class IADETRExemplarSampler(CoAEExemplarSampler):
     def __init__(
         self, num_exemplars: int = 5, exemplar_seed: str = '{img_path}'
     ) -> None:
+        super().__init__()
         if not isinstance(num_exemplars, int) or num_exemplars < 1:
             raise ValueError(
                 f'num_exemplars must be a positive int, got {num_exemplars!r}.'
@@ -104,7 +132,7 @@ class IADETRExemplarSampler(CoAEExemplarSampler):
         return (0,)
 
     def keeps(self, dataset, idx: int, label: int) -> bool:
-        return True
+        return label in dataset.object_labels[idx]
 
     def test_exemplars(
         self, dataset, draw: int, idx: int, label: int

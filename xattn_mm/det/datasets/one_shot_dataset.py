@@ -15,6 +15,7 @@ from xattn_mm.engine.pipeline import apply_pipeline, build_dataset
 
 from . import exemplar_samplers  # noqa: F401  (registers them)
 from .one_shot_splits import one_shot_split
+from .reference_pool import load_reference_pool
 
 
 @DATASETS.register_module()
@@ -22,8 +23,10 @@ class OneShotDataset:
     """Wrap an mmdet detection dataset (``VOCDataset``, ``CocoDataset``, or a
     ``ConcatDataset`` of them) into one-shot pairs.
 
-    Every non-ignored instance (not ``difficult``, not crowd) is an exemplar
-    candidate of its class. Ignored instances never are.
+    A class's exemplar pool (``candidates``) is every non-ignored instance
+    (not ``difficult``, not crowd) of it, in dataset order (images in the
+    annotation file's order, each image's objects in file order), or, with
+    ``reference_pool``, CoAE's COCO reference pool in the file's order.
 
     - **Training** (``test_mode=False``): one sample per target image that
       holds a seen class with a candidate in another image. Each time it is
@@ -33,12 +36,13 @@ class OneShotDataset:
       truth is every box of ``c`` (label 0, ignore flags kept); everything
       else, unseen objects included, is background.
     - **Testing** (``test_mode=True``): one sample per (draw, image, test class
-      present in the image) that the ``exemplar_sampler`` keeps, with the
-      exemplars it draws: :class:`CoAEExemplarSampler` (the default: one
-      exemplar, element ``k mod n`` of the class's candidates in the other
-      images shuffled by the image id) or :class:`IADETRExemplarSampler`
-      (the official IA-DETR test protocol: ``num_exemplars`` exemplars per
-      sample under draw 0, decoded together by :class:`IADETR`).
+      annotated in the image) that the ``exemplar_sampler`` keeps, with the
+      exemplars it draws: :class:`CoAEExemplarSampler` (the default, CoAE's
+      and BHRL's rule: one exemplar, entry ``order[k mod n]`` of the class's
+      pool, ``order`` shuffled by the image id, the target's own objects
+      included) or :class:`IADETRExemplarSampler` (the official IA-DETR
+      test protocol: ``num_exemplars`` exemplars per sample under draw 0,
+      decoded together by :class:`IADETR`).
 
     The exemplar's image goes through ``exemplar_pipeline`` with the
     candidate's box in ``exemplar_bbox`` (e.g. ``LoadImageFromFile``,
@@ -72,6 +76,12 @@ class OneShotDataset:
         exemplar_sampler (dict): The exemplar-sampling strategy, a
             ``TASK_UTILS`` config (``exemplar_samplers.py``). Defaults to
             ``dict(type='CoAEExemplarSampler')``.
+        reference_pool (str, optional): CoAE's COCO reference pool, BHRL's
+            ``id_ref_instances_{train,val}2017.pkl`` format (a dict from COCO
+            category id to records with the annotation id under ``'id'``;
+            :func:`~.reference_pool.load_reference_pool`): the exemplar pool
+            of each class. Training drops its crowd entries. Defaults to
+            None (every non-ignored instance).
         lazy_init (bool): Index on first use. Defaults to False.
     """
 
@@ -87,6 +97,7 @@ class OneShotDataset:
         exemplar_pipeline: Sequence[dict] = (),
         exemplar_swap: bool = False,
         exemplar_sampler: Optional[dict] = None,
+        reference_pool: Optional[str] = None,
         lazy_init: bool = False,
     ) -> None:
         if (split is None) == (unseen_classes is None):
@@ -121,6 +132,7 @@ class OneShotDataset:
         self.test_mode = test_mode
         self.test_classes = test_classes
         self.draws = tuple(int(k) for k in draws)
+        self.reference_pool = reference_pool
         self.pipeline = Compose(list(pipeline))
         self.exemplar_pipeline = Compose(list(exemplar_pipeline))
         self._fully_initialized = False
@@ -165,19 +177,32 @@ class OneShotDataset:
             'all': classes,
         }[self.test_classes]
 
-        # candidates[label] = [(data index, instance index), ...] in dataset
-        # order; present[data index] = labels with a candidate there.
+        # candidates[label] = [(data index, instance index), ...], the pool;
+        # object_labels / annotated_labels[data index] = the labels of the
+        # image's non-ignored / all objects.
         self.candidates: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
-        present: List[List[int]] = []
+        self.object_labels: List[set] = []
+        self.annotated_labels: List[List[int]] = []
         for idx in range(len(self.dataset)):
-            labels = []
+            labels, annotated = set(), set()
             for j, inst in enumerate(
                 self.dataset.get_data_info(idx)['instances']
             ):
+                annotated.add(inst['bbox_label'])
                 if not inst.get('ignore_flag', 0):
                     self.candidates[inst['bbox_label']].append((idx, j))
-                    labels.append(inst['bbox_label'])
-            present.append(sorted(set(labels)))
+                    labels.add(inst['bbox_label'])
+            self.object_labels.append(labels)
+            self.annotated_labels.append(sorted(annotated))
+        if self.reference_pool is not None:
+            self.candidates = defaultdict(
+                list,
+                load_reference_pool(
+                    self.reference_pool,
+                    self.dataset,
+                    keep_ignored=self.test_mode,
+                ),
+            )
         self._candidate_images = {
             label: {idx for idx, _ in cands}
             for label, cands in self.candidates.items()
@@ -188,7 +213,7 @@ class OneShotDataset:
             keeps = self.exemplar_sampler.keeps
             pairs = [
                 (idx, label)
-                for idx, labels in enumerate(present)
+                for idx, labels in enumerate(self.annotated_labels)
                 for label in labels
                 if label in self.wanted and keeps(self, idx, label)
             ]
@@ -198,10 +223,10 @@ class OneShotDataset:
         else:
             seen_labels = {classes.index(c) for c in seen}
             self.samples = []
-            for idx, labels in enumerate(present):
+            for idx, labels in enumerate(self.object_labels):
                 usable = [
                     label
-                    for label in labels
+                    for label in sorted(labels)
                     if label in seen_labels
                     and self.has_other_image(label, idx)
                 ]
@@ -210,12 +235,15 @@ class OneShotDataset:
         if not self.samples:
             wanted = self.test_class_names if self.test_mode else seen
             kind = 'test' if self.test_mode else 'training'
+            sampler = type(self.exemplar_sampler).__name__
             raise ValueError(
                 f'OneShotDataset has no {kind} sample: no image of the '
-                f'wrapped dataset ({len(self.dataset)} images) holds a '
-                f'non-ignored object of {wanted} with an exemplar candidate '
-                'in another image. '
-                'Check the data paths, the split and test_classes.'
+                f'wrapped dataset ({len(self.dataset)} images) holds an '
+                f'object of {wanted} that {sampler} can pair with an '
+                'exemplar from the pool (training: a '
+                'non-ignored object, and a pool entry in another image). '
+                'Check the data paths, the split, test_classes and '
+                'reference_pool.'
             )
         self._fully_initialized = True
 
