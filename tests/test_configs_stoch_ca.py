@@ -56,6 +56,10 @@ def test_backbone_starts_from_the_pretrained_vit(path):
     vit = vit_of(cfg.model)
     assert vit.init_cfg.type == 'Pretrained'
     assert vit.init_cfg.prefix == 'backbone.'
+    # 448 px: the position embedding resized offline as the official code
+    # does (vit_to_mmpretrain.py --img-size 448), never at load time.
+    suffix = '_448px.pth' if vit.img_size == 448 else '-in1k.pth'
+    assert vit.init_cfg.checkpoint.endswith(suffix)
 
 
 def twin_pairs(paths):

@@ -168,3 +168,69 @@ def test_unknown_keys_and_layouts_are_named(tmp_path):
     assert list(no_head) == ['backbone.patch_embed.projection.weight']
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         tool.load_source(str(tmp_path / 'missing.pth'))
+
+
+def test_img_size_resizes_the_position_embedding_as_torchvision(tmp_path):
+    from mmpretrain.models.utils import resize_pos_embed
+    from torchvision.models.vision_transformer import (
+        VisionTransformer,
+        interpolate_embeddings,
+    )
+
+    def tv_vit(size):
+        return VisionTransformer(
+            image_size=size,
+            patch_size=8,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            hidden_dim=C,
+            mlp_dim=FFN,
+            num_classes=CLASSES,
+        )
+
+    tool = load_tool('vit_to_mmpretrain')
+    source = randomise(tv_vit(32)).state_dict()
+    # A smooth embedding of scale 1, as a pretrained one is.
+    grid = torch.linspace(0, 3.0, 16)
+    smooth = torch.sin(grid[:, None] + torch.arange(C) / 5.0)
+    source['encoder.pos_embedding'][0, 1:] = smooth
+    resized = interpolate_embeddings(64, 8, dict(source))
+    state = tool.convert(dict(source))
+    tool.resize_for(state, 64)
+    torch.testing.assert_close(
+        state['backbone.pos_embed'],
+        resized['encoder.pos_embedding'],
+        rtol=0,
+        atol=0,
+    )
+    # The converted model at 64 px is torchvision's resized model.
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='VisionTransformer', arch=ARCH, img_size=64, patch_size=8
+            ),
+            head=dict(
+                type='VisionTransformerClsHead',
+                num_classes=CLASSES,
+                in_channels=C,
+            ),
+        )
+    ).eval()
+    model.load_state_dict(state)
+    reference = tv_vit(64).eval()
+    reference.load_state_dict(resized)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(x, mode='tensor'), reference(x), atol=1e-4, rtol=1e-4
+        )
+    # mmpretrain's load-time resize (align_corners=False) is another one:
+    # 0.158 apart at most here.
+    theirs = resize_pos_embed(
+        source['encoder.pos_embedding'], (4, 4), (8, 8), 'bicubic', 1
+    )
+    gap = (theirs - state['backbone.pos_embed']).abs().max()
+    assert gap > 0.05, gap
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        tool.resize_for(tool.convert(dict(source)), 60)

@@ -3,7 +3,7 @@
 ImageNet ViT-B/16 StochCA fine-tunes from).
 
     python tools/model_converters/vit_to_mmpretrain.py SRC DST
-        [--format auto|torchvision|timm] [--no-head]
+        [--format auto|torchvision|timm] [--no-head] [--img-size N]
 
 SRC is a state dict (``.pth``/``.bin``, optionally under ``state_dict`` or
 ``model``) or a ``.safetensors`` file. DST is an mmpretrain classifier
@@ -19,6 +19,12 @@ timm's ``norm_pre`` (CLIP), which also has no patch-embedding bias;
 ``out_type='avg_featmap'`` for timm's ``fc_norm`` (global-pool) models;
 ``DistilledVisionTransformer`` for a ``dist_token``. Unknown keys are an
 error naming them.
+
+``--img-size N`` resizes the position embedding to an N px input as
+torchvision's ``interpolate_embeddings`` does (bicubic, ``align_corners``
+True; :func:`xattn_mm.cls.models.utils.interpolate_pos_embed`), which is
+what the official StochCA code runs for its 448 px transfer models;
+mmpretrain's own load-time resize uses ``align_corners=False``.
 """
 
 import argparse
@@ -29,6 +35,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from xattn_mm.cls.models.utils import interpolate_pos_embed
 from xattn_mm.engine import load_checkpoint_file
 
 Rules = List[Tuple[str, str]]
@@ -174,6 +181,21 @@ def load_source(path: str) -> Dict[str, torch.Tensor]:
     return state
 
 
+def resize_for(state: Dict[str, torch.Tensor], img_size: int) -> None:
+    """Resize ``backbone.pos_embed`` in ``state`` for ``img_size`` px
+    inputs (torchvision's rule), in place."""
+    patch = state['backbone.patch_embed.projection.weight'].shape[-1]
+    if img_size % patch:
+        raise ValueError(
+            f'--img-size {img_size} is not a multiple of the patch size '
+            f'{patch}.'
+        )
+    extra = 2 if 'backbone.dist_token' in state else 1
+    state['backbone.pos_embed'] = interpolate_pos_embed(
+        state['backbone.pos_embed'], img_size // patch, extra
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='torchvision or timm checkpoint')
@@ -184,8 +206,15 @@ def main() -> None:
     parser.add_argument(
         '--no-head', action='store_true', help='drop the classifier'
     )
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        help='resize the position embedding to this input size (torchvision)',
+    )
     args = parser.parse_args()
     state = convert(load_source(args.src), args.format, not args.no_head)
+    if args.img_size is not None:
+        resize_for(state, args.img_size)
     torch.save(
         {'meta': {'converted_from': args.src}, 'state_dict': state}, args.dst
     )

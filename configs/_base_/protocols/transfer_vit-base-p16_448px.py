@@ -21,7 +21,14 @@ test_set = dict(type='CUB', data_root='data/CUB_200_2011', split='test')
 
 model = dict(
     data_preprocessor=dict(num_classes=num_classes),
-    backbone=dict(img_size=448),
+    # The position embedding resized to 448 px as the official code does
+    # (torchvision, align_corners=True): vit_to_mmpretrain.py --img-size 448.
+    backbone=dict(
+        img_size=448,
+        init_cfg=dict(
+            checkpoint='checkpoints/vit-base-p16_torchvision-in1k_448px.pth'
+        ),
+    ),
     head=dict(num_classes=num_classes),
 )
 

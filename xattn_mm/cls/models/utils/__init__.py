@@ -1,3 +1,4 @@
 from .cross_scale import rescale_images
+from .pos_embed import interpolate_pos_embed
 
-__all__ = ['rescale_images']
+__all__ = ['interpolate_pos_embed', 'rescale_images']
