@@ -44,7 +44,7 @@ def test_generated_configs_are_up_to_date():
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(DG) == 2 * (4 + 4 + 4 + 4 + 6)
+    assert len(DG) == 4 * (4 + 4 + 4 + 4 + 6)  # plain, stochca, miro, both
     assert len(TRANSFER) == 4 * (2 * 4 + 4)
 
 
@@ -198,6 +198,21 @@ def test_transfer_protocol(path):
         )
     else:
         assert not regularizers
+
+
+@pytest.mark.parametrize('path', [p for p in DG if 'miro' in p.stem], ids=rel)
+def test_miro_variants_use_miros_hyper_parameters(path):
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.type == 'RegularizedImageClassifier'
+    miro = cfg.model.regularizers.miro
+    assert miro.type == 'MIRORegularizer'
+    # MIRO's searched lambda (kakaobrain/miro README): 0.01 on PACS, VLCS.
+    small = re.search(r'5001it_(pacs|vlcs)-', path.stem)
+    assert miro.loss_weight == (0.01 if small else 0.1)
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert keys == {'regularizers.miro': dict(lr_mult=10.0)}
+    stoch_ca = path.stem.startswith('stochca-miro_')
+    assert (cfg.model.backbone.type == 'StochCA') == stoch_ca
 
 
 def test_metafile_lists_every_config():

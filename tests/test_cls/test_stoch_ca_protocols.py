@@ -1,6 +1,8 @@
 """The pieces of StochCA's protocols: DomainBed splits and batches, the
 per-domain metric, stratified subsets, and the L2-SP / BSS regularisers."""
 
+import copy
+import math
 from collections import Counter
 
 import numpy as np
@@ -17,6 +19,7 @@ from xattn_mm.cls.datasets import (
     domainbed_seed,
 )
 from xattn_mm.cls.evaluation import DomainAccuracy
+from xattn_mm.cls.models.backbones.vit_utils import embed_tokens
 from xattn_mm.testing import (
     make_classification_folder,
     make_multi_domain_folder,
@@ -294,11 +297,93 @@ def test_regularizers_with_stoch_ca():
     sum(losses.values()).backward()
 
 
+def vit_features(vit, x, layers):
+    """The patch projection's output and the outputs of ``layers``, block by
+    block."""
+    feats = [vit.patch_embed.projection(x)]
+    hidden, _ = embed_tokens(vit, x)
+    for i, layer in enumerate(vit.layers):
+        hidden = layer(hidden)
+        if i in layers:
+            feats.append(hidden)
+    return feats
+
+
+def test_miro_is_the_variational_bound_on_the_oracle_features():
+    model = tiny_classifier(
+        regularizers=dict(miro=dict(type='MIRORegularizer', loss_weight=0.5))
+    )
+    miro = model.regularizers['miro']
+    assert miro.feat_layers == (0, 1)  # the last block of each quarter
+    inputs, samples = batch()
+    # Student = oracle at the start: only the log-variance term is left.
+    losses = model.loss(inputs, samples)
+    expected = 0.5 * 3 * math.log(0.1) / 2
+    assert float(losses['loss_miro']) == pytest.approx(expected, rel=1e-5)
+    oracle = copy.deepcopy(model.backbone)
+    oracle.eval()
+    with torch.no_grad():
+        model.backbone.layers[0].attn.qkv.weight.add_(0.05)
+        model.backbone.patch_embed.projection.bias.add_(0.1)
+        miro.var_bias[1].add_(1.0)
+    model.eval()  # no drop path: the features are deterministic
+    losses = model.loss(inputs, samples)
+    with torch.no_grad():
+        f = vit_features(model.backbone, inputs, (0, 1))
+        z = vit_features(oracle, inputs, (0, 1))
+    total = 0.0
+    for i, (a, b) in enumerate(zip(f, z)):
+        var = torch.nn.functional.softplus(miro.var_bias[i]) + 1e-5
+        var = var.view(1, -1, 1, 1) if a.dim() == 4 else var.view(1, 1, -1)
+        total += float(((a - b).square() / var + var.log()).mean()) / 2
+    assert float(losses['loss_miro']) == pytest.approx(0.5 * total, rel=1e-5)
+    losses['loss_miro'].backward()
+    assert miro.var_bias[1].grad.abs().sum() > 0
+    assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0
+    # The variance encoders are trained and saved; the oracle is neither.
+    names = {n for n, _ in model.named_parameters()}
+    assert {
+        'regularizers.miro.var_bias.0',
+        'regularizers.miro.var_bias.2',
+    } <= names
+    assert not any('oracle' in k for k in model.state_dict())
+
+
+def test_miro_with_stoch_ca_reads_the_teacher_and_drawn_blocks():
+    vit = dict(
+        type='VisionTransformer',
+        arch=dict(
+            embed_dims=32, num_layers=4, num_heads=4, feedforward_channels=64
+        ),
+        img_size=32,
+        patch_size=8,
+    )
+    model = tiny_classifier(
+        backbone=dict(type='StochCA', p=1.0, backbone=vit),
+        regularizers=dict(miro=dict(type='MIRORegularizer')),
+    )
+    miro = model.regularizers['miro']
+    assert miro.feat_layers == (0, 1, 2, 3)
+    assert miro.hidden_frozen('oracle') is model.backbone.teacher
+    model.train()
+    losses = model.loss(*batch())
+    assert model.backbone.last_draw.all()  # every block cross-attended
+    assert torch.isfinite(losses['loss_miro'])
+    sum(losses.values()).backward()
+    assert all(b.grad is not None for b in miro.var_bias)
+    with pytest.raises(TypeError, match='VisionTransformer'):
+        tiny_classifier(
+            backbone=dict(type='ResNet', depth=18),
+            regularizers=dict(miro=dict(type='MIRORegularizer')),
+        )
+
+
 @pytest.mark.parametrize(
     'cfg, error, match',
     [
         (dict(type='L2SPRegularizer', loss_weight=-1), ValueError, '>= 0'),
         (dict(type='BSSRegularizer', num_singular=0), ValueError, 'positive'),
+        (dict(type='MIRORegularizer', init_var=0.0), ValueError, 'init_var'),
     ],
 )
 def test_regularizer_arguments(cfg, error, match):

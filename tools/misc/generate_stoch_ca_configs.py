@@ -3,13 +3,15 @@
     python tools/misc/generate_stoch_ca_configs.py [--check]
 
 Domain generalisation (``configs/_base_/protocols/domainbed_vit-base-p16.py``
-is the primary): one plain fine-tuning config per (benchmark, test domain)
-and its ``stochca_`` twin. Transfer (``.../transfer_vit-base-p16_448px.py``):
-one plain config per (benchmark, training ratio) and its ``stochca_`` twin,
-plus L2-SP and BSS, alone and with StochCA, at 15 %. Per benchmark, a base
-under ``configs/stoch_ca/_base_/`` holds its data and number of classes; the
-leaves hold only the test domain or the ratio, and each twin merges a model
-variant its bases define (``stoch_ca``, ``l2sp``, ``bss``). Edit the tables
+is the primary): one plain fine-tuning config per (benchmark, test domain),
+its ``stochca_`` twin, and MIRO alone and with StochCA (``miro_``,
+``stochca-miro_``; MIRO's lambda per benchmark). Transfer
+(``.../transfer_vit-base-p16_448px.py``): one plain config per (benchmark,
+training ratio) and its ``stochca_`` twin, plus L2-SP and BSS, alone and
+with StochCA, at 15 %. Per benchmark, a base under ``configs/stoch_ca/_base_/``
+holds its data and number of classes; the leaves hold only the test domain
+or the ratio, and each twin merges a model variant its bases define
+(``stoch_ca``, ``l2sp``, ``bss``, ``miro``). Edit the tables
 here and rerun; ``--check`` fails if a file on disk differs (the tests run it).
 """
 
@@ -28,6 +30,9 @@ HEADER = (
 )
 
 # name: (folder under data/domainbed, domain folders, number of classes)
+# MIRO's lambda per benchmark, its searched hyper-parameters (kakaobrain/miro
+# README); the protocol's ``miro`` has its default, 0.1.
+MIRO_LAMBDA = {'pacs': 0.01, 'vlcs': 0.01}
 DOMAINBED = {
     'pacs': ('PACS', ['art_painting', 'cartoon', 'photo', 'sketch'], 7),
     'vlcs': ('VLCS', ['Caltech101', 'LabelMe', 'SUN09', 'VOC2007'], 5),
@@ -98,6 +103,8 @@ STOCH_CA_BACKBONE = (
     'backbone=dict(_base_.stoch_ca, backbone=_base_.model.backbone)'
 )
 STOCH_CA = f'model = dict({STOCH_CA_BACKBONE})\n'
+# MIRO's variance encoders train at 10 x the lr (the protocol's override).
+MIRO_OPTIM = 'optim_wrapper = _base_.miro_optim_wrapper\n'
 BASE = '../_base_'
 
 
@@ -129,6 +136,12 @@ def domainbed_configs() -> Dict[str, str]:
             '    head=dict(num_classes=num_classes),',
             ')',
         )
+        if name in MIRO_LAMBDA:
+            files[f'_base_/{bench}.py'] += lines(
+                "# MIRO's lambda for this benchmark (its searched value).",
+                'miro = dict(regularizers=dict(miro=dict('
+                f'loss_weight={MIRO_LAMBDA[name]})))',
+            )
         for test in domains:
             stem = f'vit-base-p16_1xb32-5001it_{name}-{slug(test)}'
             files[f'domain_generalization/finetune_{stem}.py'] = (
@@ -147,6 +160,17 @@ def domainbed_configs() -> Dict[str, str]:
                 f'{name}, test domain {test!r}: StochCA, p = 0.1.',
                 f'finetune_{stem}',
                 STOCH_CA,
+            )
+            files[f'domain_generalization/miro_{stem}.py'] = twin(
+                f'{name}, test domain {test!r}: MIRO fine-tuning.',
+                f'finetune_{stem}',
+                'model = _base_.miro\n' + MIRO_OPTIM,
+            )
+            files[f'domain_generalization/stochca-miro_{stem}.py'] = twin(
+                f'{name}, test domain {test!r}: StochCA (p = 0.1) with MIRO.',
+                f'finetune_{stem}',
+                f'model = dict(_base_.miro, {STOCH_CA_BACKBONE})\n'
+                + MIRO_OPTIM,
             )
     return files
 

@@ -13,3 +13,5 @@ model = dict(
     data_preprocessor=dict(num_classes=num_classes),
     head=dict(num_classes=num_classes),
 )
+# MIRO's lambda for this benchmark (its searched value).
+miro = dict(regularizers=dict(miro=dict(loss_weight=0.01)))

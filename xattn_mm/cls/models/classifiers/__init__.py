@@ -1,6 +1,7 @@
 from .regularized import (
     BSSRegularizer,
     L2SPRegularizer,
+    MIRORegularizer,
     RegularizedImageClassifier,
 )
 from .uda import UDAClassifier
@@ -8,6 +9,7 @@ from .uda import UDAClassifier
 __all__ = [
     'BSSRegularizer',
     'L2SPRegularizer',
+    'MIRORegularizer',
     'RegularizedImageClassifier',
     'UDAClassifier',
 ]
