@@ -123,7 +123,8 @@ def seg_batch(num_classes: int) -> dict:
 
 def train_batch(scope: str, model_cfg) -> dict:
     if scope == 'mmdet':
-        return one_shot_batch(num_boxes=(2, 1))
+        stage1 = model_cfg.bbox_head.get('contrastive_cfg') is not None
+        return one_shot_batch(num_boxes=(3, 1), stage1=stage1)
     if scope == 'mmseg':
         return seg_batch(model_cfg.decode_head.num_classes)
     if model_cfg.type == 'UDAClassifier':  # stage 2 batches are paired

@@ -7,13 +7,10 @@
 _base_ = './ia-detr_swinv2-s_8xb2-12e_coco-oneshot-split1.py'
 
 load_from = None
-model = dict(freeze_backbone=True)
+model = _base_.stage1_model
 train_dataloader = dict(
     batch_size=3,
-    dataset=dict(
-        pipeline=_base_.stage1_train_pipeline,
-        exemplar_pipeline=_base_.stage1_exemplar_pipeline,
-    ),
+    dataset=_base_.stage1_train_dataset,
 )
 train_cfg = dict(max_epochs=30, val_interval=30)
 custom_hooks = []  # the backbone is frozen throughout

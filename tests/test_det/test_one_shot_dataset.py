@@ -7,12 +7,11 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from mmcv.transforms import BaseTransform
-from mmdet.registry import DATASETS, TRANSFORMS
+from mmdet.registry import DATASETS
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from torch.utils.data import DataLoader
-from toy_datasets import ToyDetection  # noqa: F401  (registers it)
+from toy_datasets import ToyDetection, ToyLoad  # noqa: F401  (registers)
 
 import xattn_mm.det  # noqa: F401
 from xattn_mm.det.datasets import coco_unseen_classes, one_shot_split
@@ -64,13 +63,6 @@ def test_voc_split():
         one_shot_split('voc', ('a', 'b'))
     with pytest.raises(ValueError, match='split must be one of'):
         one_shot_split('coco5', ())
-
-
-@TRANSFORMS.register_module(force=True)
-class ToyLoad(BaseTransform):
-    def transform(self, results):
-        results['img'] = np.zeros((8, 8, 3), np.uint8)
-        return results
 
 
 def toy(images, **kwargs):

@@ -1,6 +1,9 @@
-"""A toy detection dataset shared by the one-shot dataset tests."""
+"""A toy detection dataset and image loader shared by the one-shot dataset
+tests."""
 
-from mmdet.registry import DATASETS
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmdet.registry import DATASETS, TRANSFORMS
 from mmengine.dataset import BaseDataset
 
 
@@ -33,3 +36,12 @@ class ToyDetection(BaseDataset):
             )
             for i, insts in enumerate(self.images)
         ]
+
+
+@TRANSFORMS.register_module(force=True)
+class ToyLoad(BaseTransform):
+    """An 8 x 8 black image for any sample."""
+
+    def transform(self, results):
+        results['img'] = np.zeros((8, 8, 3), np.uint8)
+        return results

@@ -82,6 +82,7 @@ def one_shot_batch(
     exemplar_sizes: Sequence[Tuple[int, int]] = ((32, 32), (40, 24)),
     num_boxes: Sequence[int] = (2, 0),
     seed: int = 0,
+    stage1: bool = False,
 ) -> dict:
     """A collated batch of (target, exemplar) pairs with random images and
     ground-truth boxes (label 0), as a dataloader would give it.
@@ -91,6 +92,10 @@ def one_shot_batch(
         exemplar_sizes (Sequence[tuple]): (h, w) of each exemplar.
         num_boxes (Sequence[int]): Ground-truth boxes per target.
         seed (int): Random seed.
+        stage1 (bool): Stage-1 targets (:class:`RandomPatchExemplar` with
+            ``base_boxes``): the first box of a target is the patch (label
+            0, class -1), the others base-class boxes (label 1, class
+            ``j % 3``), in ``gt_instances.classes``. Defaults to False.
 
     Returns:
         dict: ``inputs=dict(target=[...], exemplar=[...])`` and
@@ -118,6 +123,10 @@ def one_shot_batch(
             bboxes=torch.cat([xy, xy + wh], -1),
             labels=torch.zeros(n, dtype=torch.long),
         )
+        if stage1:
+            gt = sample.gt_instances
+            gt.labels = (torch.arange(n) > 0).long()
+            gt.classes = torch.where(gt.labels > 0, torch.arange(n) % 3, -1)
         samples.append(sample)
     return dict(
         inputs=dict(target=targets, exemplar=exemplars), data_samples=samples

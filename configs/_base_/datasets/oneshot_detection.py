@@ -110,7 +110,8 @@ exemplar_test_pipeline = [
 # target's boxes (`...`) from the exemplar transforms.
 stage1_train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='RandomPatchExemplar', min_size=8),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomPatchExemplar', min_size=8, base_boxes=True),
     dict(
         type='KeyMapper',
         mapping=dict(img='exemplar_img', gt_bboxes=...),
@@ -144,6 +145,13 @@ stage1_exemplar_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='CropExemplar'),
 ]
+# The stage-1 training set: every seen-class box of the target, with its
+# class (the base-class targets; OneShotDataset(train_targets=...)).
+stage1_train_dataset = dict(
+    train_targets='seen_classes',
+    pipeline=stage1_train_pipeline,
+    exemplar_pipeline=stage1_exemplar_pipeline,
+)
 
 train_dataloader = dict(
     batch_size=2,

@@ -110,3 +110,12 @@ model = dict(
     ),
     test_cfg=dict(max_per_img=100),  # the official --topk
 )
+
+# Stage 1 as the official "upretrain" (merged by the stage-1 leaves): the
+# backbone frozen throughout, a second logit channel for the base-class boxes
+# (RandomPatchExemplar(base_boxes=True)) and the contrastive loss on the
+# matched queries (tau 0.5, weight 2, 128-d projections; docs/ia_detr.md).
+stage1_model = dict(
+    freeze_backbone=True,
+    bbox_head=dict(num_classes=2, contrastive_cfg=dict()),
+)

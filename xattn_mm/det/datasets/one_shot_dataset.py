@@ -76,6 +76,12 @@ class OneShotDataset:
         exemplar_sampler (dict): The exemplar-sampling strategy, a
             ``TASK_UTILS`` config (``exemplar_samplers.py``). Defaults to
             ``dict(type='CoAEExemplarSampler')``.
+        train_targets (str): The training target's ground truth:
+            ``'exemplar_class'`` (every box of the chosen class, label 0;
+            stage 2) or ``'seen_classes'`` (every box of every seen class,
+            with its class label; stage 1, where
+            ``RandomPatchExemplar(base_boxes=True)`` makes them the
+            base-class targets). Defaults to 'exemplar_class'.
         reference_pool (str, optional): CoAE's COCO reference pool, BHRL's
             ``id_ref_instances_{train,val}2017.pkl`` format (a dict from COCO
             category id to records with the annotation id under ``'id'``;
@@ -97,6 +103,7 @@ class OneShotDataset:
         exemplar_pipeline: Sequence[dict] = (),
         exemplar_swap: bool = False,
         exemplar_sampler: Optional[dict] = None,
+        train_targets: str = 'exemplar_class',
         reference_pool: Optional[str] = None,
         lazy_init: bool = False,
     ) -> None:
@@ -113,6 +120,11 @@ class OneShotDataset:
         if not draws or any(int(k) != k or k < 0 for k in draws):
             raise ValueError(
                 f'draws must be non-negative ints, got {tuple(draws)!r}.'
+            )
+        if train_targets not in ('exemplar_class', 'seen_classes'):
+            raise ValueError(
+                "train_targets must be 'exemplar_class' or 'seen_classes', "
+                f'got {train_targets!r}.'
             )
         if exemplar_swap and not test_mode:
             raise ValueError('exemplar_swap is a test-mode control.')
@@ -133,6 +145,7 @@ class OneShotDataset:
         self.test_classes = test_classes
         self.draws = tuple(int(k) for k in draws)
         self.reference_pool = reference_pool
+        self.train_targets = train_targets
         self.pipeline = Compose(list(pipeline))
         self.exemplar_pipeline = Compose(list(exemplar_pipeline))
         self._fully_initialized = False
@@ -209,6 +222,7 @@ class OneShotDataset:
         }
 
         self.wanted = {classes.index(c) for c in self.test_class_names}
+        self.seen_labels = {classes.index(c) for c in seen}
         if self.test_mode:
             keeps = self.exemplar_sampler.keeps
             pairs = [
@@ -352,10 +366,17 @@ class OneShotDataset:
                 shared[key] = tuple(s[key] for _, s in loaded)
             img = [i for i, _ in loaded]
         target = self.dataset.get_data_info(idx)
-        target['instances'] = [
-            dict(inst, bbox_label=0)
-            for inst in target['instances']
-            if inst['bbox_label'] == label
-        ]
+        if not self.test_mode and self.train_targets == 'seen_classes':
+            target['instances'] = [
+                inst
+                for inst in target['instances']
+                if inst['bbox_label'] in self.seen_labels
+            ]
+        else:
+            target['instances'] = [
+                dict(inst, bbox_label=0)
+                for inst in target['instances']
+                if inst['bbox_label'] == label
+            ]
         target.update(shared, exemplar_img=img)
         return apply_pipeline(self.pipeline, target)

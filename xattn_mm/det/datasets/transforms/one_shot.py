@@ -28,8 +28,13 @@ class PackOneShotInputs(PackDetInputs):
     official IA-DETR protocol of :class:`OneShotDataset`), ``exemplar`` is
     one (K, C, h, w) tensor, each image top-left on a zero canvas of the
     largest height and width, and the metainfo gets ``exemplar_shapes``, the
-    ``K`` (h, w).
+    ``K`` (h, w). ``gt_instance_classes`` (stage 1's class of every target
+    box, :class:`RandomPatchExemplar`) is packed as ``gt_instances.classes``.
     """
+
+    mapping_table = dict(
+        PackDetInputs.mapping_table, gt_instance_classes='classes'
+    )
 
     def __init__(
         self,
@@ -107,35 +112,46 @@ class CropExemplar(BaseTransform):
 
 @TRANSFORMS.register_module()
 class RandomPatchExemplar(BaseTransform):
-    """Stage-1 pretraining pairs (the official "upretrain"): the exemplar is
-    a random patch of the target image and the only ground truth is that
-    patch's box (label 0).
+    """Stage-1 pretraining pairs (the official "upretrain", UP-DETR style):
+    the exemplar is a random patch of the target image, and the patch's box
+    is the target matching it (label 0).
 
     The patch width is drawn uniformly from ``[min_size, W - min_size]``
     (likewise the height) and placed uniformly inside the image, as the
-    official code does. The official stage 1 also keeps the base-class boxes
-    on a separate logit channel and adds a contrastive loss; with one logit
-    channel, xattn_mm trains on the patch box only.
+    official code does. With ``base_boxes``, the image's loaded boxes (the
+    seen-class objects :class:`OneShotDataset` keeps with
+    ``train_targets='seen_classes'``) follow the patch as targets of label
+    1, the base-object channel, and ``gt_instance_classes`` holds each
+    target's class (-1 for the patch) for the contrastive loss: the
+    official mapper (``PascalVOCPretrainDatasetMapperIX``, github
+    Bissmella/IA-DETR 7b3245a) gives the patch its match label and every
+    base box a generic object label, and keeps the true classes beside them.
 
-    Required keys: ``img``. Modified keys: ``gt_bboxes``,
-    ``gt_bboxes_labels``, ``gt_ignore_flags``. Added keys: ``exemplar_img``.
+    Required keys: ``img`` (and with ``base_boxes``: ``gt_bboxes``,
+    ``gt_bboxes_labels``, ``gt_ignore_flags``). Modified keys:
+    ``gt_bboxes``, ``gt_bboxes_labels``, ``gt_ignore_flags``. Added keys:
+    ``exemplar_img``, with ``base_boxes`` ``gt_instance_classes``.
 
     Args:
         min_size (int): Smallest patch side and margin, in pixels.
             Defaults to 8.
         exemplar_size (tuple[int, int], optional): Resize the exemplar to
             this (w, h). Defaults to None (keep the crop's size).
+        base_boxes (bool): Keep the loaded boxes as base-object targets.
+            Defaults to False (the patch is the only target).
     """
 
     def __init__(
         self,
         min_size: int = 8,
         exemplar_size: Optional[Tuple[int, int]] = None,
+        base_boxes: bool = False,
     ) -> None:
         if min_size < 1:
             raise ValueError(f'min_size must be >= 1, got {min_size}.')
         self.min_size = min_size
         self.exemplar_size = exemplar_size
+        self.base_boxes = base_boxes
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -154,15 +170,29 @@ class RandomPatchExemplar(BaseTransform):
         if self.exemplar_size is not None:
             exemplar = mmcv.imresize(exemplar, self.exemplar_size)
         results['exemplar_img'] = exemplar
-        results['gt_bboxes'] = HorizontalBoxes(
-            np.array([[x, y, x + pw, y + ph]], dtype=np.float32)
-        )
-        results['gt_bboxes_labels'] = np.zeros(1, dtype=np.int64)
-        results['gt_ignore_flags'] = np.zeros(1, dtype=bool)
+        boxes = np.array([[x, y, x + pw, y + ph]], dtype=np.float32)
+        labels = np.zeros(1, dtype=np.int64)
+        ignore = np.zeros(1, dtype=bool)
+        if self.base_boxes:
+            if 'gt_bboxes' not in results:
+                raise KeyError(
+                    'RandomPatchExemplar(base_boxes=True) needs the loaded '
+                    'boxes: put LoadAnnotations(with_bbox=True) before it.'
+                )
+            base = results['gt_bboxes'].numpy().astype(np.float32)
+            classes = results['gt_bboxes_labels'].astype(np.int64)
+            boxes = np.concatenate([boxes, base.reshape(-1, 4)])
+            labels = np.concatenate([labels, np.ones_like(classes)])
+            ignore = np.concatenate([ignore, results['gt_ignore_flags']])
+            results['gt_instance_classes'] = np.concatenate([[-1], classes])
+        results['gt_bboxes'] = HorizontalBoxes(boxes)
+        results['gt_bboxes_labels'] = labels
+        results['gt_ignore_flags'] = ignore
         return results
 
     def __repr__(self) -> str:
         return (
             f'{self.__class__.__name__}(min_size={self.min_size}, '
-            f'exemplar_size={self.exemplar_size})'
+            f'exemplar_size={self.exemplar_size}, '
+            f'base_boxes={self.base_boxes})'
         )
