@@ -73,20 +73,22 @@ def check_same_logits(source, target_cfg, fmt, tmp_path):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_torchvision_vit(tmp_path):
+def torchvision_vit(size=32):
     from torchvision.models.vision_transformer import VisionTransformer
 
-    source = randomise(
-        VisionTransformer(
-            image_size=32,
-            patch_size=8,
-            num_layers=LAYERS,
-            num_heads=HEADS,
-            hidden_dim=C,
-            mlp_dim=FFN,
-            num_classes=CLASSES,
-        )
+    return VisionTransformer(
+        image_size=size,
+        patch_size=8,
+        num_layers=LAYERS,
+        num_heads=HEADS,
+        hidden_dim=C,
+        mlp_dim=FFN,
+        num_classes=CLASSES,
     )
+
+
+def test_torchvision_vit(tmp_path):
+    source = randomise(torchvision_vit())
     check_same_logits(source, dict(backbone={}), 'torchvision', tmp_path)
 
 
@@ -172,24 +174,10 @@ def test_unknown_keys_and_layouts_are_named(tmp_path):
 
 def test_img_size_resizes_the_position_embedding_as_torchvision(tmp_path):
     from mmpretrain.models.utils import resize_pos_embed
-    from torchvision.models.vision_transformer import (
-        VisionTransformer,
-        interpolate_embeddings,
-    )
-
-    def tv_vit(size):
-        return VisionTransformer(
-            image_size=size,
-            patch_size=8,
-            num_layers=LAYERS,
-            num_heads=HEADS,
-            hidden_dim=C,
-            mlp_dim=FFN,
-            num_classes=CLASSES,
-        )
+    from torchvision.models.vision_transformer import interpolate_embeddings
 
     tool = load_tool('vit_to_mmpretrain')
-    source = randomise(tv_vit(32)).state_dict()
+    source = randomise(torchvision_vit(32)).state_dict()
     # A smooth embedding of scale 1, as a pretrained one is.
     grid = torch.linspace(0, 3.0, 16)
     smooth = torch.sin(grid[:, None] + torch.arange(C) / 5.0)
@@ -218,7 +206,7 @@ def test_img_size_resizes_the_position_embedding_as_torchvision(tmp_path):
         )
     ).eval()
     model.load_state_dict(state)
-    reference = tv_vit(64).eval()
+    reference = torchvision_vit(64).eval()
     reference.load_state_dict(resized)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

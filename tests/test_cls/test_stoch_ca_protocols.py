@@ -205,20 +205,20 @@ def test_stratified_subset(tmp_path):
         subset(0.0)
 
 
+def tiny_vit(num_layers=2):
+    arch = dict(
+        embed_dims=32,
+        num_layers=num_layers,
+        num_heads=4,
+        feedforward_channels=64,
+    )
+    return dict(type='VisionTransformer', arch=arch, img_size=32, patch_size=8)
+
+
 def tiny_classifier(**kwargs):
     cfg = dict(
         type='RegularizedImageClassifier',
-        backbone=dict(
-            type='VisionTransformer',
-            arch=dict(
-                embed_dims=32,
-                num_layers=2,
-                num_heads=4,
-                feedforward_channels=64,
-            ),
-            img_size=32,
-            patch_size=8,
-        ),
+        backbone=tiny_vit(),
         head=dict(type='LinearClsHead', num_classes=3, in_channels=32),
     )
     cfg.update(kwargs)
@@ -275,16 +275,8 @@ def test_bss_penalises_the_smallest_singular_values():
 
 
 def test_regularizers_with_stoch_ca():
-    vit = dict(
-        type='VisionTransformer',
-        arch=dict(
-            embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64
-        ),
-        img_size=32,
-        patch_size=8,
-    )
     model = tiny_classifier(
-        backbone=dict(type='StochCA', p=1.0, backbone=vit),
+        backbone=dict(type='StochCA', p=1.0, backbone=tiny_vit(2)),
         regularizers=dict(
             l2sp=dict(type='L2SPRegularizer'), bss=dict(type='BSSRegularizer')
         ),
@@ -350,16 +342,8 @@ def test_miro_is_the_variational_bound_on_the_oracle_features():
 
 
 def test_miro_with_stoch_ca_reads_the_teacher_and_drawn_blocks():
-    vit = dict(
-        type='VisionTransformer',
-        arch=dict(
-            embed_dims=32, num_layers=4, num_heads=4, feedforward_channels=64
-        ),
-        img_size=32,
-        patch_size=8,
-    )
     model = tiny_classifier(
-        backbone=dict(type='StochCA', p=1.0, backbone=vit),
+        backbone=dict(type='StochCA', p=1.0, backbone=tiny_vit(4)),
         regularizers=dict(miro=dict(type='MIRORegularizer')),
     )
     miro = model.regularizers['miro']
