@@ -235,13 +235,12 @@ class OneShotDataset:
                 (k, idx, label) for k in self.draws for idx, label in pairs
             ]
         else:
-            seen_labels = {classes.index(c) for c in seen}
             self.samples = []
             for idx, labels in enumerate(self.object_labels):
                 usable = [
                     label
                     for label in sorted(labels)
-                    if label in seen_labels
+                    if label in self.seen_labels
                     and self.has_other_image(label, idx)
                 ]
                 if usable:
