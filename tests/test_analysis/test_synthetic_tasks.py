@@ -74,14 +74,15 @@ def test_sorting_data():
 
 
 def test_retrieval_data():
+    # Sec. 6.1: a 3-token query inserted into a 10-token reference.
     data = make_retrieval_data(400, seed=5)
     content, query, start = data['content'], data['condition'], data['target']
-    assert content.shape == (400, 10) and query.shape == (400, 3)
+    assert content.shape == (400, 13) and query.shape == (400, 3)
     assert start.shape == (400,)
     assert 0 <= int(content.min()) and int(content.max()) < 10
-    assert set(start.tolist()) == set(range(8))
+    assert set(start.tolist()) == set(range(11))
     for x, q, s in zip(content, query, start):
-        hits = [i for i in range(8) if torch.equal(x[i : i + 3], q)]
+        hits = [i for i in range(11) if torch.equal(x[i : i + 3], q)]
         assert hits == [int(s)]
 
 
@@ -108,13 +109,44 @@ def test_forward_shapes_and_gradients(task, kind):
     model = build_model(task, kind, dropout=0.0, **TINY)
     data = make_dataset(task, 4, 0)
     logits = model(data['content'], data['condition'])
-    expected = (4, 10, 10) if task == 'sorting' else (4, 8)
+    expected = (4, 10, 10) if task == 'sorting' else (4, 11)
     assert logits.shape == expected
     assert torch.isfinite(logits).all()
     task_loss(logits, data['target']).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, name
         assert param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    'task, kind, queries, keys',
+    [
+        # Sec. 6.1 / A.4: keys from the conditioning sequence, values from
+        # the content, one query per content token ...
+        ('sorting', 'indirect', 'content', 'condition'),
+        ('retrieval', 'misaligned', 'content', 'condition'),
+        # ... cross-attention: the symbols to sort attend to the ordering,
+        # the retrieval query to the reference.
+        ('sorting', 'cross', 'content', 'condition'),
+        ('retrieval', 'cross', 'condition', 'content'),
+    ],
+)
+def test_paper_query_key_value_assignment(task, kind, queries, keys):
+    torch.manual_seed(0)
+    model = build_model(task, kind, **TINY).eval()
+    data = make_dataset(task, 2, 0)
+    seen = {}
+    model.layers[0].cross_attn.register_forward_hook(
+        lambda _, args, out: seen.update(query=args[0], key=args[1])
+    )
+    model(data['content'], data['condition'])
+    assert seen['query'].shape[1] == data[queries].shape[1]
+    # Keys padded to the content length are the conditioning sequence's.
+    length = data[keys].shape[1]
+    if kind == 'cross':
+        assert seen['key'].shape[1] == length
+    embedded = model.token_embed(data[keys]) + model.pos_embed[:length]
+    torch.testing.assert_close(seen['key'][:, :length], embedded)
 
 
 def test_position_bias_is_relative_and_moves_with_reference():
@@ -176,7 +208,9 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match='dropout'):
         build_model('sorting', 'cross', dropout=1.0)
     with pytest.raises(ValueError, match='query_len'):
-        make_retrieval_data(4, 0, seq_len=3, query_len=3)
+        make_retrieval_data(4, 0, query_len=0)
+    with pytest.raises(ValueError, match='vocab_size'):
+        make_retrieval_data(4, 0, vocab_size=1)
     with pytest.raises(ValueError, match='seed'):
         make_sorting_data(4, seed=-1)
     with pytest.raises(ValueError, match='num_orderings'):

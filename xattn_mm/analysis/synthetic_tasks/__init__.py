@@ -1,4 +1,5 @@
-"""The IA-DETR paper's synthetic sequence tasks (arXiv 2509.26015).
+"""The IA-DETR paper's synthetic sequence tasks (arXiv 2509.26015, Sec. 6.1;
+key and value assignment, App. A.4).
 
 Two tasks in which the keys and the values of the attention come from two
 different, unaligned sequences, and three models that read them:
@@ -10,10 +11,10 @@ different, unaligned sequences, and three models that read them:
   model predicts, for every content token, its index in the content sorted
   by the ordering (a ``seq_len``-way classification per token; metric:
   per-token accuracy).
-- **Sequence retrieval.** A query of ``query_len`` symbols is written into
-  a reference sequence of ``seq_len`` symbols at a random start; the model
-  predicts the start (a ``seq_len - query_len + 1``-way classification;
-  metric: accuracy).
+- **Sequence retrieval.** A query of ``query_len`` symbols is inserted
+  into a reference sequence of ``seq_len`` symbols at a random position;
+  the model predicts where the query starts (a ``seq_len + 1``-way
+  classification; metric: accuracy).
 
 Models (one :class:`SyntheticTaskModel`, parametrised by ``model_kind``):
 
@@ -28,8 +29,9 @@ Models (one :class:`SyntheticTaskModel`, parametrised by ``model_kind``):
 - ``'misaligned'``: the same keys, values and queries with plain attention
   (no reference positions, no bias): the paper's naive misaligned
   attention.
-- ``'cross'``: cross-attention. The queries are the content tokens, keys and
-  values both the conditioning sequence.
+- ``'cross'``: cross-attention, queries from one sequence and keys = values
+  from the other: the symbols to sort attend to the ordering; the retrieval
+  query attends to the reference.
 
 Every layer is pre-norm: self-attention among the queries, then the
 model's attention to the two sequences, then an FFN. All attention goes

@@ -87,7 +87,8 @@ def make_sorting_data(
     num_orderings: int = 5,
     ordering_seed: int = 0,
 ) -> Dict[str, Tensor]:
-    """Pairs of the sorting-by-an-arbitrary-ordering task.
+    """Pairs of the sorting-by-an-arbitrary-ordering task (paper Sec. 6.1,
+    Task 1).
 
     Args:
         num_samples (int): Number of pairs N.
@@ -124,64 +125,75 @@ def make_retrieval_data(
     query_len: int = 3,
     vocab_size: int = 10,
 ) -> Dict[str, Tensor]:
-    """Pairs of the sequence-retrieval task.
+    """Pairs of the sequence-retrieval task (paper Sec. 6.1, Task 2).
 
-    The query overwrites ``query_len`` symbols of a random reference of
-    ``seq_len`` symbols at a uniform start, so the reference keeps its
-    length. The other symbols are redrawn until the query occurs only at
-    that start, so the answer is unique.
+    A query of ``query_len`` symbols and a reference of ``seq_len`` symbols
+    are drawn independently, uniformly with replacement; the query is
+    inserted into the reference at a uniform position in
+    ``[0, seq_len]`` (before reference symbol ``start``; ``seq_len`` appends
+    it), so the content is ``seq_len + query_len`` long and the query is a
+    contiguous subsequence starting at ``start``. The paper does not say
+    what happens when the query also occurs elsewhere; here the reference
+    is redrawn until the query occurs only at ``start``, so the answer is
+    unique.
 
     Args:
         num_samples (int): Number of pairs N.
         seed (int): Seed of the pairs.
-        seq_len (int): Reference length L. Defaults to 10.
-        query_len (int): Query length Lq, less than L. Defaults to 3.
-        vocab_size (int): Vocabulary size V. Defaults to 10.
+        seq_len (int): Reference length before the insertion, L.
+            Defaults to 10.
+        query_len (int): Query length Lq. Defaults to 3.
+        vocab_size (int): Vocabulary size V, at least 2. Defaults to 10.
 
     Returns:
-        dict[str, Tensor]: ``content`` (N, L) the reference; ``condition``
-        (N, Lq) the query; ``target`` (N,) the start, in
-        ``[0, L - Lq]``. All long.
+        dict[str, Tensor]: ``content`` (N, L + Lq) the reference with the
+        query inserted; ``condition`` (N, Lq) the query; ``target`` (N,)
+        the start, in ``[0, L]``. All long.
     """
     check_positive_int('num_samples', num_samples)
     check_positive_int('seq_len', seq_len)
     check_positive_int('query_len', query_len)
     check_positive_int('vocab_size', vocab_size)
-    if query_len >= seq_len:
-        raise ValueError(
-            f'query_len ({query_len}) must be less than seq_len ({seq_len}).'
-        )
     if vocab_size < 2:
         raise ValueError(
             f'vocab_size must be at least 2 for a unique answer, got '
             f'{vocab_size}.'
         )
     gen = _generator(seed)
-    num_starts = seq_len - query_len + 1
+    total = seq_len + query_len
     query = torch.randint(vocab_size, (num_samples, query_len), generator=gen)
-    start = torch.randint(num_starts, (num_samples,), generator=gen)
-    inside = (torch.arange(seq_len) - start[:, None]).clamp(0, query_len - 1)
-    in_query = (torch.arange(seq_len) >= start[:, None]) & (
-        torch.arange(seq_len) < start[:, None] + query_len
+    start = torch.randint(seq_len + 1, (num_samples,), generator=gen)
+    positions = torch.arange(total)
+    in_query = (positions >= start[:, None]) & (
+        positions < start[:, None] + query_len
     )
-    content = torch.empty(num_samples, seq_len, dtype=torch.long)
+    # Content position p holds query symbol p - start inside the query,
+    # reference symbol p (before it) or p - query_len (after it).
+    query_index = (positions - start[:, None]).clamp(0, query_len - 1)
+    reference_index = torch.where(
+        positions < start[:, None], positions, positions - query_len
+    ).clamp(0, seq_len - 1)
+    content = torch.empty(num_samples, total, dtype=torch.long)
     todo = torch.ones(num_samples, dtype=torch.bool)
     while bool(todo.any()):
-        filler = torch.randint(
+        reference = torch.randint(
             vocab_size, (int(todo.sum()), seq_len), generator=gen
         )
         content[todo] = torch.where(
-            in_query[todo], torch.gather(query[todo], 1, inside[todo]), filler
+            in_query[todo],
+            torch.gather(query[todo], 1, query_index[todo]),
+            torch.gather(reference, 1, reference_index[todo]),
         )
-        windows = content.unfold(1, query_len, 1)  # N, num_starts, Lq
+        windows = content.unfold(1, query_len, 1)  # N, L + 1, Lq
         matches = (windows == query[:, None]).all(-1).sum(-1)
         todo = matches > 1
     return dict(content=content, condition=query, target=start)
 
 
 def make_dataset(task: str, num_samples: int, seed: int) -> Dict[str, Tensor]:
-    """Pairs of ``task`` with the paper's sizes (10 symbols, vocabulary 10;
-    5 orderings for sorting, a 3-token query for retrieval).
+    """Pairs of ``task`` with the paper's sizes (Sec. 6.1: vocabulary 10;
+    sorting, 10 symbols and 5 orderings; retrieval, a 3-token query inserted
+    into a 10-token reference).
 
     Args:
         task (str): ``'sorting'`` or ``'retrieval'``.

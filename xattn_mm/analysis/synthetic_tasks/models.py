@@ -149,37 +149,47 @@ class SyntheticDecoderLayer(BaseModule):
 
 class SyntheticTaskModel(BaseModule):
     """Indirect, naive misaligned or cross-attention model of a synthetic
-    task.
+    task (paper Sec. 6.1 and App. A.4).
 
     Shared by all three kinds: one embedding table for the symbols (both
     sequences use the same alphabet) plus a padding token, learned
     positional embeddings added to both sequences (IA-DETR adds positional
     embeddings to its keys and values), ``num_layers``
     :class:`SyntheticDecoderLayer`, a final LayerNorm and a linear head on
-    the ``seq_len`` queries. The kinds differ in what the queries, keys and
-    values are:
+    the queries. The kinds differ in what the queries, keys and values are
+    (App. A.4: keys from the conditioning sequence, values from the content
+    sequence, queries learned and enriched with the value sequence):
 
     - ``'indirect'``/``'misaligned'``: query ``i`` = learnable embedding
-      ``i`` + the embedding of content token ``i``; keys = the conditioning
-      sequence padded to ``seq_len`` with the padding token (never masked:
+      ``i`` + the embedding of content token ``i`` (one query per content
+      token); keys = the conditioning sequence (the ordering; the retrieval
+      query) padded to ``seq_len`` with the padding token (never masked:
       IA-DETR masks only where both images are padding); values = the
-      content sequence. ``'indirect'`` adds reference positions, starting at
+      content sequence (the symbols to sort; the reference). ``'indirect'`` adds reference positions, starting at
       the centre of token ``i`` and refined after every layer but the last
       by ``ref = L * sigmoid(logit(ref / L) + head(output))`` (the DETR
       box-refinement rule, not detached: no loss supervises the references,
       so they learn only through the next layer's bias), and the per-layer
       relative position bias.
-    - ``'cross'``: queries = the content tokens; keys = values = the
-      conditioning sequence, unpadded.
+    - ``'cross'``: Sec. 6.1's assignment, queries from one sequence and
+      keys = values from the other. Sorting: queries = the symbols to sort,
+      keys = values = the ordering. Retrieval: queries = the query
+      sequence, keys = values = the reference (the content). Every token
+      adds its sequence's positional embedding.
 
     Outputs: sorting, ``seq_len`` logits per query (the target position of
-    content token ``i``); retrieval, one score per query, the scores of the
-    ``seq_len - cond_len + 1`` possible starts being the logits.
+    content token ``i``). Retrieval, logits over the
+    ``seq_len - cond_len + 1`` possible starts: with one query per content
+    token (indirect, misaligned) one score per query, the first
+    ``seq_len - cond_len + 1`` being the logits; with the query sequence as
+    the queries (cross) a linear head on its first token, whose position in
+    the reference is the start.
 
     Args:
         task (str): ``'sorting'`` or ``'retrieval'``.
         model_kind (str): ``'indirect'``, ``'misaligned'`` or ``'cross'``.
-        seq_len (int): Content length L. Defaults to 10.
+        seq_len (int): Content length L: the symbols to sort, or the
+            reference with the query inserted. Defaults to 10.
         cond_len (int): Conditioning length, at most L: the ordering's
             length (``vocab_size``) for sorting, the query's for retrieval.
             Defaults to 10.
@@ -267,7 +277,14 @@ class SyntheticTaskModel(BaseModule):
             else None
         )
         self.norm = nn.LayerNorm(embed_dims)
-        self.head = nn.Linear(embed_dims, seq_len if task == 'sorting' else 1)
+        self.num_starts = seq_len - cond_len + 1
+        if task == 'sorting':
+            head_dims = seq_len
+        elif model_kind == 'cross':
+            head_dims = self.num_starts
+        else:
+            head_dims = 1
+        self.head = nn.Linear(embed_dims, head_dims)
 
     @staticmethod
     def _reference_head(embed_dims: int) -> nn.Sequential:
@@ -334,11 +351,15 @@ class SyntheticTaskModel(BaseModule):
                 f'{self.model_kind!r}.'
             )
         content_tokens = self.token_embed(content)
-        if self.model_kind == 'cross':
+        condition_tokens = (
+            self.token_embed(condition) + self.pos_embed[: self.cond_len]
+        )
+        if self.model_kind == 'cross' and self.task == 'sorting':
             query = content_tokens + self.pos_embed
-            key = value = (
-                self.token_embed(condition) + self.pos_embed[: self.cond_len]
-            )
+            key = value = condition_tokens
+        elif self.model_kind == 'cross':
+            query = condition_tokens
+            key = value = content_tokens + self.pos_embed
         else:
             query = self.query_embed + content_tokens
             padded = F.pad(
@@ -363,16 +384,20 @@ class SyntheticTaskModel(BaseModule):
                 fraction = torch.logit(reference / self.seq_len, eps=1e-5)
                 reference = self.seq_len * torch.sigmoid(fraction + offset)
 
+        if self.task == 'retrieval' and self.model_kind == 'cross':
+            return self.head(self.norm(query[:, 0]))
         logits = self.head(self.norm(query))
         if self.task == 'retrieval':
-            logits = logits.squeeze(-1)[:, : self.seq_len - self.cond_len + 1]
+            logits = logits.squeeze(-1)[:, : self.num_starts]
         if return_references:
             return logits, torch.stack(references)
         return logits
 
 
 def build_model(task: str, model_kind: str, **kwargs) -> SyntheticTaskModel:
-    """A :class:`SyntheticTaskModel` sized for :func:`make_dataset`'s pairs.
+    """A :class:`SyntheticTaskModel` sized for :func:`make_dataset`'s pairs
+    (sorting: 10 symbols, a 10-symbol ordering; retrieval: a 13-token
+    content, a 3-token query).
 
     Args:
         task (str): ``'sorting'`` or ``'retrieval'``.
@@ -384,7 +409,7 @@ def build_model(task: str, model_kind: str, **kwargs) -> SyntheticTaskModel:
         SyntheticTaskModel: The model, randomly initialised.
     """
     _check_choice('task', task, TASKS)
-    cond_len = 10 if task == 'sorting' else 3
+    seq_len, cond_len = (10, 10) if task == 'sorting' else (13, 3)
     return SyntheticTaskModel(
-        task, model_kind, seq_len=10, cond_len=cond_len, **kwargs
+        task, model_kind, seq_len=seq_len, cond_len=cond_len, **kwargs
     )
