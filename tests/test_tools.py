@@ -582,6 +582,37 @@ def test_gpu_check_focal_loss_stand_in_is_mmdets():
     torch.testing.assert_close(got, expected)
 
 
+def test_gpu_check_inputs_are_on_the_requested_device():
+    """Every component's inputs, the labels inside data samples included,
+    are built on the device asked for: the CUDA run calls ``model.loss``
+    directly, past the data preprocessor that would move them. The meta
+    device stands in for CUDA."""
+    from mmengine.structures import BaseDataElement
+
+    import xattn_mm.cls  # noqa: F401
+    import xattn_mm.det  # noqa: F401
+
+    tool = load_tool('analysis_tools/gpu_check')
+
+    def tensors(x):
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif hasattr(x, 'tensor'):  # mmdet's boxes
+            yield x.tensor
+        elif isinstance(x, BaseDataElement):
+            yield from tensors(list(x.values()))
+        elif isinstance(x, dict):
+            yield from tensors(list(x.values()))
+        elif isinstance(x, (list, tuple)):
+            for item in x:
+                yield from tensors(item)
+
+    meta = torch.device('meta')
+    for comp in tool.components(dry=True):
+        found = list(tensors(comp.inputs(meta, torch.float32)))
+        assert found and all(t.device == meta for t in found), comp.name
+
+
 def test_decoder_ablation_variants_build_and_train_a_step():
     """Each variant of tools/analysis_tools/decoder_ablation.py is the demo
     config with its decoder (and encoder) switched: it builds, shrunk, and

@@ -85,12 +85,16 @@ def main() -> None:
         ).to(device)
 
     source, target = images(), images()
-    labels = [DataSample().set_gt_label(i % 12) for i in range(args.batch)]
+    # model.loss / mode='loss' skip the data preprocessor, the only step
+    # that would move the samples to the device.
+    labels = [
+        DataSample().set_gt_label(i % 12).to(device) for i in range(args.batch)
+    ]
     pseudo = []
     for i in range(args.batch):
         sample = DataSample()
         sample.set_field(torch.tensor([i % 12]), 'pseudo_label')
-        pseudo.append(sample)
+        pseudo.append(sample.to(device))
 
     def step_of(model, optimizer):
         if model is plain:

@@ -79,7 +79,11 @@ def main() -> None:
     inputs = torch.randn(
         args.batch, 3, args.size, args.size, generator=gen
     ).to(device)
-    samples = [DataSample().set_gt_label(i % 100) for i in range(args.batch)]
+    # mode='loss' skips the data preprocessor: the labels move here.
+    samples = [
+        DataSample().set_gt_label(i % 100).to(device)
+        for i in range(args.batch)
+    ]
 
     def train_step(model, optimizer):
         def step():

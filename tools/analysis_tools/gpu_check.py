@@ -9,8 +9,9 @@ Sections (each one's failure is recorded and the others still run):
 - ``environment``: torch, CUDA, the device, whether mmcv's compiled ops exist;
 - ``fp64``: forward + backward of each component (indirect attention with
   BoxRPB, the IA-DETR detector with each decoder, StochCA, DAT + CSM, the
-  TMA neck, Swin V2 with global blocks) on the device in float32 against
-  the same weights in float64 on the CPU: relative L2 error of the output
+  TMA neck, Swin V2 with global blocks) on the device in float32 (TF32
+  off) against the same weights in float64 on the CPU: relative L2 error
+  of the output
   and of all parameter gradients (a fixed random projection of the output
   is back-propagated);
 - ``amp``: the same under the device's fp16 and bf16 autocast against its
@@ -21,11 +22,14 @@ Sections (each one's failure is recorded and the others still run):
 - ``ia_detr_step``: the VOC config's model (Swin V2-S, 300 + 1500 queries,
   2 images per GPU at 800 x 1088) training steps in fp32, fp16 (mmengine's
   AmpOptimWrapper, dynamic loss scale) and bf16 (AutocastOptimWrapper):
-  median step time, images / s, peak memory;
+  median step time, images / s, peak memory (fp16: steps the loss scaler
+  skipped);
 - ``benchmarks``: the benchmark scripts (indirect attention, IA decoder vs
-  double cross-attention, StochCA, DACSM, TMT) on the device, their output.
+  double cross-attention, StochCA, DACSM, TMT) on the device, their output
+  (``--benchmark-timeout`` seconds each).
 
-It prints a table and writes the JSON. Nothing is downloaded (random
+It prints a table and writes the JSON (after every section, so that a run
+cut short keeps what it measured). Nothing is downloaded (random
 weights). mmcv's compiled ops are not needed: where ``mmcv._ext`` is missing
 (or with ``--without-mmcv-ops``) an ``mmcv._ext`` whose every op raises is
 registered in this process only, so that mmdet imports, and mmdet's focal
@@ -36,6 +40,7 @@ wheels and command: docs/benchmarks.md, "GPU check".
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -294,12 +299,13 @@ def _cls_components(dry: bool) -> List[Component]:
     def uda_inputs(device, dtype):
         from mmpretrain.structures import DataSample
 
-        source = [DataSample().set_gt_label(i % 3) for i in range(2)]
+        # model.loss skips the data preprocessor: the samples move here.
+        source = [DataSample().set_gt_label(i % 3).to(device) for i in (0, 1)]
         target = []
         for i in range(2):
             sample = DataSample()
             sample.set_field(torch.tensor([i % 3]), 'pseudo_label')
-            target.append(sample)
+            target.append(sample.to(device))
         return dict(
             inputs=dict(
                 source=images(device, dtype),
@@ -459,13 +465,35 @@ def _each(comps, run: Callable) -> Dict:
     return results
 
 
+class _NoTF32:
+    """CUDA float32 matrix products and convolutions without TF32 (its
+    10-bit mantissa would read as a 1e-3 error against float64, and move
+    IA-DETR's top-k proposals); the previous settings come back on exit."""
+
+    def __enter__(self):
+        self.saved = (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+        )
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+        ) = self.saved
+
+
 def section_fp64(comps, device) -> Dict:
+    """Float32 on the device, TF32 off, against float64 on the CPU."""
     cpu = torch.device('cpu')
 
     def run(comp):
         module = comp.build()
         ref = _run(copy.deepcopy(module).double(), comp, cpu, torch.float64)
-        out = _run(module.to(device), comp, device, torch.float32)
+        with _NoTF32():
+            out = _run(module.to(device), comp, device, torch.float32)
         return {comp.name: _errors(*out, *ref)}
 
     return _each(comps, run)
@@ -598,13 +626,18 @@ def section_ia_detr_step(
         parameters_m=sum(p.numel() for p in model.parameters()) / 1e6,
         queries=[model.num_queries, getattr(model, 'num_queries_one2many', 0)],
     )
-    for label in ('fp32', 'fp16', 'bf16'):
+    # fp16 last: a non-finite value there could trip a device-side assert
+    # (indirect attention's reference-box check) and end CUDA for the rest
+    # of the process.
+    for label in ('fp32', 'bf16', 'fp16'):
         wrapper, context = _optim_wrapper(label, model, device)
-        times, losses = [], []
+        scaler = getattr(wrapper, 'loss_scaler', None)
+        times, losses, skipped = [], [], 0
         if device.type == 'cuda':
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         for i in range(2 + steps):
+            scale = scaler.get_scale() if scaler is not None else None
             start = time.perf_counter()
             with context:
                 log = model.train_step(batch, wrapper)
@@ -614,8 +647,14 @@ def section_ia_detr_step(
             if i >= 2:
                 times.append((time.perf_counter() - start) * 1e3)
                 losses.append(loss)
+                # A dynamic scaler lowers its scale when it skips a step
+                # (non-finite gradients): such steps run no optimizer step.
+                if scale is not None and scaler.get_scale() < scale:
+                    skipped += 1
         ms = statistics.median(times)
         results[label] = dict(
+            skipped_steps=skipped,
+            loss_scale=scaler.get_scale() if scaler is not None else None,
             step_ms=ms,
             images_per_s=len(sizes) * 1e3 / ms,
             peak_mib=(
@@ -675,16 +714,31 @@ def run_benchmark(script: str, argv: List[str]) -> None:
 def section_benchmarks(
     device, dry: bool, timeout: float, without_ops: bool
 ) -> Dict:
+    """Each benchmark script in a child process, ``timeout`` seconds each
+    (a script that runs out is recorded and the next one runs)."""
+    if device.type == 'cuda':  # the children need this process's cache
+        gc.collect()
+        torch.cuda.empty_cache()
     results = {}
     for name, command in benchmark_commands(device.type, dry).items():
         start = time.perf_counter()
-        proc = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=dict(os.environ, XATTN_NO_MMCV_OPS=str(int(without_ops))),
-        )
+        try:
+            proc = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=dict(os.environ, XATTN_NO_MMCV_OPS=str(int(without_ops))),
+            )
+        except subprocess.TimeoutExpired as error:
+            results[name] = dict(
+                returncode='timeout',
+                seconds=time.perf_counter() - start,
+                output=[],
+                error=[f'no result within --benchmark-timeout {timeout} s'],
+            )
+            print(error, file=sys.stderr)
+            continue
         lines = [
             ln
             for ln in proc.stdout.splitlines()
@@ -719,6 +773,12 @@ def environment(device, hosts: Dict[str, str]) -> Dict:
         device=str(device),
         **hosts,
     )
+    # The timed sections run with the defaults users get; fp64 turns TF32
+    # off for its own comparison.
+    info['tf32'] = dict(
+        matmul=torch.backends.cuda.matmul.allow_tf32,
+        cudnn=torch.backends.cudnn.allow_tf32,
+    )
     if device.type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
         info['capability'] = '.'.join(
@@ -749,6 +809,12 @@ def print_table(report: Dict) -> None:
                     f'{value["step_ms"]:.1f} ms/step, '
                     f'{value["images_per_s"]:.2f} img/s'
                     + (f', peak {mib:.0f} MiB' if mib else '')
+                    + (
+                        f', {value["skipped_steps"]} step(s) skipped by '
+                        f'the loss scaler (scale {value["loss_scale"]:g})'
+                        if value.get('skipped_steps')
+                        else ''
+                    )
                 )
             elif isinstance(value, dict) and 'returncode' in value:
                 text = (
@@ -796,7 +862,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         '--image-size', type=int, nargs=2, help='ia_detr_step target H W'
     )
-    parser.add_argument('--benchmark-timeout', type=float, default=240)
+    parser.add_argument(
+        '--benchmark-timeout',
+        type=float,
+        default=120,
+        help='seconds for each benchmark script (5 scripts)',
+    )
     parser.add_argument(
         '--without-mmcv-ops',
         action='store_true',
@@ -833,7 +904,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             hosts['mmcv_ext'] != 'compiled',
         ),
     )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     failed = []
+    report['failed'] = failed
     for name in args.sections:
         start = time.perf_counter()
         try:
@@ -849,12 +923,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(
             f'[gpu_check] {name}: {report["seconds"][name]:.1f} s', flush=True
         )
-    report['total_seconds'] = time.perf_counter() - started
-    report['failed'] = failed
+        report['total_seconds'] = time.perf_counter() - started
+        # After every section: a run cut short keeps what it measured.
+        out.write_text(json.dumps(report, indent=1, default=str))
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str))
     print(
         f'[gpu_check] {len(failed)} failed section(s) {failed}; '
         f'{report["total_seconds"]:.0f} s; JSON: {out}'
