@@ -3,16 +3,18 @@
 # OpenMMLab stack, xattn_mm installed editable, and the test tools.
 #   VENV=.venv BASE_PYTHON=python3.11 bash tools/setup_env.sh      (what `make setup` runs)
 #   On a machine where torch sees a GPU, mmcv also gets its CUDA ops (needs nvcc; see README).
-# Every pip call uses requirements/constraints.txt. Measured on 2 cores: cold ~6 min
+# Every pip call uses requirements/constraints.txt and requirements/gpu_check.txt (the
+# versions that travel with the GPU check are the set-up's, transitive ones included). Measured on 2 cores: cold ~6 min
 # (the mmcv ops build is ~5 of them), warm pip cache ~1 min. See README.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 BASE_PYTHON="${BASE_PYTHON:-python3.11}"
 C="$ROOT/requirements/constraints.txt"
+G="$ROOT/requirements/gpu_check.txt"
 
 [ -x "$VENV/bin/python" ] || "$BASE_PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c "$C")
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c "$C" -c "$G")
 T=$SECONDS
 step() { echo "[setup] $1 ($((SECONDS - T)) s)"; T=$SECONDS; }
 
