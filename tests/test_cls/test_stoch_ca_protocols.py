@@ -205,6 +205,40 @@ def test_stratified_subset(tmp_path):
         subset(0.0)
 
 
+def test_subsets_do_not_copy_through_mmengines_shared_memo(
+    tmp_path, monkeypatch
+):
+    """mmengine 0.10.7's ``get_subset`` deep-copies with a memo shared by
+    the whole process (``_copy_without_annotation(memo=dict())``): a freed
+    dataset's address reused by a new object returns the old copy (a full
+    test run once saw a subset whose pipeline was a ``CustomDataset``). The
+    subsets cut in place, and a dataset instance is copied with a fresh
+    memo: the shared one is never written."""
+    from mmengine.dataset import BaseDataset
+
+    class SharedMemo(dict):
+        def __setitem__(self, key, value):
+            raise AssertionError("mmengine's shared copy memo was used")
+
+    monkeypatch.setattr(
+        BaseDataset._copy_without_annotation, '__defaults__', (SharedMemo(),)
+    )
+    root = make_classification_folder(
+        str(tmp_path), classes=('a', 'b'), images_per_class=4
+    )
+    source = dict(type='CustomDataset', data_root=root, pipeline=PIPELINE)
+    instance = DATASETS.build(source)
+    for dataset in (source, instance):
+        half = DATASETS.build(
+            dict(type='StratifiedSubset', ratio=0.5, dataset=dataset)
+        )
+        assert len(half) == 4
+        assert int(half[0]['data_samples'].gt_label) == int(
+            half.get_gt_labels()[0]
+        )
+    assert len(instance) == 8  # the instance passed in is not cut
+
+
 def tiny_vit(num_layers=2):
     arch = dict(
         embed_dims=32,

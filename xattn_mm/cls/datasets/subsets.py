@@ -28,11 +28,19 @@ def domainbed_seed(*args) -> int:
 
 class IndexSubset:
     """A fixed subset of a wrapped dataset, chosen by :meth:`select` and cut
-    by mmengine's ``BaseDataset.get_subset`` (the wrapper exists to be a
-    registered config type that chooses the indices, lazily).
+    in place by mmengine's ``BaseDataset.get_subset_`` (the wrapper exists to
+    be a registered config type that chooses the indices, lazily).
+
+    Not mmengine's copying ``get_subset``: in mmengine 0.10.7 it deep-copies
+    through ``_copy_without_annotation(memo=dict())``, a memo shared by every
+    call of the process, so once an earlier dataset is freed and a new
+    object takes its address, the copy returns that earlier dataset's copy
+    in its place (seen: a subset whose ``pipeline`` was a ``CustomDataset``,
+    "'CustomDataset' object is not callable", in a full test run).
 
     Args:
-        dataset (BaseDataset or dict): The dataset or its config.
+        dataset (BaseDataset or dict): The dataset or its config; a dataset
+            passed in is copied first (with a fresh memo), never cut.
         lazy_init (bool): Defer loading the annotations. Defaults to False.
     """
 
@@ -41,6 +49,8 @@ class IndexSubset:
     ) -> None:
         if isinstance(dataset, dict):
             dataset = DATASETS.build(dataset)
+        else:
+            dataset = copy.deepcopy(dataset)
         self.dataset = dataset
         self._metainfo = dataset.metainfo
         self.indices: List[int] = []
@@ -63,7 +73,7 @@ class IndexSubset:
             return
         self.dataset.full_init()
         self.indices = list(self.select())
-        self.dataset = self.dataset.get_subset(self.indices)
+        self.dataset.get_subset_(self.indices)
         self._fully_initialized = True
 
     @force_full_init
